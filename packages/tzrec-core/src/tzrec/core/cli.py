@@ -1,0 +1,78 @@
+"""The ``tzrec`` command line: subcommands come from the ``register_commands`` hook.
+
+Errors derived from :class:`tzrec.core.errors.TzrecError` print as one line on stderr and
+exit non-zero; ``--debug`` (or ``TZREC_DEBUG=1``) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tzrec.core import __version__
+from tzrec.core.errors import TzrecError
+from tzrec.core.plugins import get_plugin_manager
+
+logger = logging.getLogger("tzrec")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="tzrec",
+        description="Train, evaluate, export and serve recommendation models.",
+    )
+    parser.add_argument("--version", action="version", version=f"tzrec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = get_plugin_manager().registry("commands")
+    for name in sorted(commands):
+        command = commands[name].load()
+        if isinstance(command, type):
+            command = command()
+        sp = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.description or command.help,
+        )
+        command.add_arguments(sp)
+        sp.set_defaults(_command=command)
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tzrec`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or os.environ.get("TZREC_DEBUG") == "1"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        _setup_logging(args.debug or debug)
+        command = getattr(args, "_command", None)
+        if command is None:
+            parser.print_help()
+            return 2
+        return int(command.run(args) or 0)
+    except TzrecError as e:
+        if debug:
+            raise
+        print(f"tzrec: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tzrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

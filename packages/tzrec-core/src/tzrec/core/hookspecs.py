@@ -1,0 +1,115 @@
+"""The whole plugin contract of tzrec: one hook per kind of thing a plugin can add.
+
+Every hook receives a ``register(name, obj)`` callback. ``name`` is the name a pipeline
+config uses for the thing (for models, samplers, preprocessors, postprocessors and sequence
+encoders: the field name inside the config's ``oneof``, e.g. ``hstu_match``), so resolving a
+config to an implementation is one lookup. ``obj`` is the implementation itself or a lazy
+reference ``"package.module:Attribute"`` that tzrec imports only when the name is used, which
+keeps ``tzrec plugins`` and ``--help`` fast.
+
+A plugin is a module with functions decorated by :data:`hookimpl` and is found through the
+``tzrec`` entry-point group (``[project.entry-points.tzrec] my_plugin = "my_pkg.plugin"``).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tzrec")
+hookimpl = pluggy.HookimplMarker("tzrec")
+
+Register = Callable[[str, Any], None]
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register model classes by their ``ModelConfig`` oneof name (``dssm``, ``hstu_match``).
+
+    ``obj`` is a ``torch.nn.Module`` subclass constructed as
+    ``cls(model_config, features, labels, sample_weights=...)``.
+    """
+
+
+@hookspec
+def register_samplers(register: Register) -> None:
+    """Register negative samplers by their ``DataConfig`` sampler oneof name.
+
+    ``obj`` is a class constructed as ``cls(sampler_config, input_fields, batch_size)``.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset readers by their ``DatasetType`` enum name (``ParquetDataset``).
+
+    ``obj`` is a class constructed as ``cls(data_config, features, input_path, **kwargs)``.
+    """
+
+
+@hookspec
+def register_input_preprocessors(register: Register) -> None:
+    """Register generative-model input preprocessors by oneof name (``uih_preprocessor``).
+
+    ``obj`` is a ``torch.nn.Module`` subclass constructed from its config message.
+    """
+
+
+@hookspec
+def register_output_postprocessors(register: Register) -> None:
+    """Register output postprocessors by oneof name (``l2norm_postprocessor``).
+
+    ``obj`` is a ``torch.nn.Module`` subclass constructed from its config message.
+    """
+
+
+@hookspec
+def register_sequence_encoders(register: Register) -> None:
+    """Register sequence encoders by their ``SeqEncoderConfig`` oneof name (``din_encoder``).
+
+    ``obj`` is a ``torch.nn.Module`` subclass constructed from its config message.
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register losses by their ``LossConfig`` oneof name (``softmax_cross_entropy``).
+
+    ``obj`` is a callable or module class built from the loss config message.
+    """
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register metrics by their ``MetricConfig`` oneof name (``recall_at_k``, ``auc``).
+
+    ``obj`` is a metric class built from the metric config message.
+    """
+
+
+@hookspec
+def register_exporters(register: Register) -> None:
+    """Register model exporters by model kind (``match``, ``rank``) or ``default``.
+
+    ``obj`` is a callable ``export(pipeline_config, model_dir, export_dir, **options)``
+    used by ``tzrec export`` and by the export step of ``tzrec run``.
+    """
+
+
+@hookspec
+def register_examples(register: Register) -> None:
+    """Register runnable built-in examples; ``default`` is what a bare ``tzrec run`` runs.
+
+    ``obj`` is a callable ``make(work_dir: pathlib.Path) -> pathlib.Path`` that writes the
+    example's data and pipeline config under ``work_dir`` and returns the config's path.
+    """
+
+
+@hookspec
+def register_commands(register: Register) -> None:
+    """Register ``tzrec`` subcommands by name.
+
+    ``obj`` is a :class:`tzrec.core.commands.Command` subclass or instance (or a lazy
+    reference to one): it has a ``help`` line, ``add_arguments(parser)`` and
+    ``run(args) -> int``.
+    """

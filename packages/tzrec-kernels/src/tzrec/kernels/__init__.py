@@ -1,0 +1,1 @@
+"""tzrec.kernels: jagged ops and HSTU attention."""

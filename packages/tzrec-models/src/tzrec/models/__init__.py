@@ -1,0 +1,1 @@
+"""tzrec.models package."""
