@@ -41,11 +41,21 @@ class PluginsCommand(Command):
     help = "list installed plugins and what they register"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Add ``--json``."""
+        """Add ``--json`` and ``--proto-path``."""
         parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument(
+            "--proto-path",
+            action="store_true",
+            help="print the protoc include directory holding tzrec/protos/*.proto",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
-        """Print the plugin table (or JSON)."""
+        """Print the plugin table (or JSON, or the proto include path)."""
+        if args.proto_path:
+            from tzrec.core.schema import proto_include_dir
+
+            print(proto_include_dir())
+            return 0
         rows = plugins.get_plugin_manager().describe()
         if args.json:
             print(json.dumps(rows, indent=2))

@@ -66,6 +66,8 @@ def parse_pipeline_config(
             if msg.startswith(prefix):
                 msg = msg[len(prefix) :]
             where = f"{source}:{line}:{col}" if line else source
+            if "Extension" in msg and "not registered" in msg:
+                msg += "; install the plugin that defines it (`tzrec plugins` lists them)"
             raise ConfigError(f"{where}: {msg}") from None
     _apply_fg_compat(config, source)
     return config

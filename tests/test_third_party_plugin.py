@@ -1,0 +1,116 @@
+"""A third-party plugin, installed from its own package, extends tzrec without editing it."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from tzrec_testing import FIXTURES, REPO_ROOT, run, uv_bin
+
+PLUGIN_CONFIG = """
+train_input_path: "train.parquet"
+eval_input_path: "eval.parquet"
+model_dir: "model"
+feature_configs { id_feature { feature_name: "user_id" num_buckets: 10 embedding_dim: 4 } }
+model_config {
+  feature_groups { group_name: "all" feature_names: "user_id" group_type: DEEP }
+  [tzrec_plugin_example.toy_model] { hidden_units: 4 scale: 2.5 }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    """Generate the plugin's config module, build and install it into its own directory."""
+    root = tmp_path_factory.mktemp("plugin")
+    src = root / "tzrec-plugin-example"
+    shutil.copytree(FIXTURES / "tzrec-plugin-example", src)
+    include = run([sys.executable, "-m", "tzrec.core.cli", "plugins", "--proto-path"]).stdout
+    run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(src / "src"),
+            "-I",
+            include.strip(),
+            f"--python_out={src / 'src'}",
+            str(src / "src" / "tzrec_plugin_example" / "toy_model.proto"),
+        ]
+    )
+    site = root / "site"
+    run([uv_bin(), "pip", "install", "--no-deps", "--target", str(site), str(src)])
+    assert (site / "tzrec_plugin_example" / "toy_model_pb2.py").is_file()
+    return site
+
+
+def plugin_env(site, **extra):
+    env = dict(os.environ, PYTHONPATH=str(site), **extra)
+    env.pop("TZREC_LOAD_PLUGINS", None)
+    env.update(extra)
+    return env
+
+
+def test_tzrec_plugins_lists_the_installed_plugin(plugin_site):
+    out = run(
+        [sys.executable, "-m", "tzrec.core.cli", "plugins", "--json"], env=plugin_env(plugin_site)
+    ).stdout
+    rows = {row["distribution"]: row for row in json.loads(out)}
+    row = rows["tzrec-plugin-example"]
+    assert row["name"] == "toy"
+    assert row["version"] == "0.3.0"
+    assert row["registers"] == {"models": ["toy_model"]}
+    assert row["hooks"] == ["register_models"]
+
+
+def test_config_using_the_plugin_resolves_to_its_model(plugin_site, tmp_path):
+    config = tmp_path / "toy.config"
+    config.write_text(PLUGIN_CONFIG)
+    script = f"""
+from tzrec.core.builtin_commands import resolve_model
+from tzrec.core.config import load_pipeline_config, validate_pipeline_config, which_oneof
+config = load_pipeline_config({str(config)!r})
+validate_pipeline_config(config)
+name, cls = resolve_model(config)
+model = cls(which_oneof(config.model_config, "model")[1])
+print(name, cls.__module__, cls.__name__, model.hidden_units, model.forward([1, 3]))
+"""
+    out = run([sys.executable, "-c", script], env=plugin_env(plugin_site)).stdout.split()
+    assert out == ["toy_model", "tzrec_plugin_example.model", "ToyModel", "4", "10.0"]
+
+
+def test_tzrec_train_reaches_the_plugin_model(plugin_site, tmp_path):
+    config = tmp_path / "toy.config"
+    config.write_text(PLUGIN_CONFIG)
+    proc = run(
+        [sys.executable, "-m", "tzrec.core.cli", "train", "--pipeline_config_path", str(config)],
+        check=False,
+        env=plugin_env(plugin_site),
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "model 'toy_model' resolves to an installed plugin" in proc.stderr
+
+
+def test_config_using_the_plugin_without_it_says_what_is_missing(plugin_site, tmp_path):
+    config = tmp_path / "toy.config"
+    config.write_text(PLUGIN_CONFIG)
+    proc = run(
+        [sys.executable, "-m", "tzrec.core.cli", "train", "--pipeline_config_path", str(config)],
+        check=False,
+        env=plugin_env(plugin_site, TZREC_LOAD_PLUGINS="tzrec-hstu"),
+    )
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert err.startswith(f"tzrec: error: {config}:8:")
+    assert "tzrec_plugin_example.toy_model" in err
+    assert "install the plugin that defines it" in err
+    assert "\n" not in err
+
+
+def test_fixture_sources_are_what_docs_describe():
+    doc = (REPO_ROOT / "docs" / "plugins.md").read_text()
+    for needle in ("[project.entry-points.tzrec]", "extend tzrec.protos.ModelConfig", "--proto-path"):
+        assert needle in doc
