@@ -112,5 +112,9 @@ def test_config_using_the_plugin_without_it_says_what_is_missing(plugin_site, tm
 
 def test_fixture_sources_are_what_docs_describe():
     doc = (REPO_ROOT / "docs" / "plugins.md").read_text()
-    for needle in ("[project.entry-points.tzrec]", "extend tzrec.protos.ModelConfig", "--proto-path"):
+    for needle in (
+        "[project.entry-points.tzrec]",
+        "extend tzrec.protos.ModelConfig",
+        "--proto-path",
+    ):
         assert needle in doc

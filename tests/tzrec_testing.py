@@ -21,5 +21,7 @@ def run(cmd, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a command; with ``check``, fail the test with its output when it exits non-zero."""
     proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if check and proc.returncode != 0:
-        pytest.fail(f"{cmd} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        pytest.fail(
+            f"{cmd} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc

@@ -54,9 +54,7 @@ def test_registered_object_is_returned_by_name():
 
 def test_lazy_reference_is_imported_on_first_use():
     manager = plugins.get_plugin_manager()
-    manager.add_plugin(
-        make_plugin(losses={"lazy": "collections:OrderedDict"}), "lazy", "lazy-dist"
-    )
+    manager.add_plugin(make_plugin(losses={"lazy": "collections:OrderedDict"}), "lazy", "lazy-dist")
     reg = manager.registry("losses")["lazy"]
     assert reg.target == "collections:OrderedDict"
     import collections

@@ -130,9 +130,7 @@ def padded_hstu_mha(
     return out.view(total, heads, hidden_dim)
 
 
-def _row_blocks(
-    n: int, t: int, c: int, m: int, causal: bool
-) -> list[tuple[int, int, int, bool]]:
+def _row_blocks(n: int, t: int, c: int, m: int, causal: bool) -> list[tuple[int, int, int, bool]]:
     """Split a row into query blocks: (start, end, key_end, needs_general_mask)."""
     plain = causal and t == 0 and c == 0 and m == 0
     blocks = []
@@ -169,9 +167,7 @@ class _JaggedHSTUAttention(torch.autograd.Function):
         kt = k.transpose(0, 1).contiguous()
         vt = v.transpose(0, 1).contiguous()
         heads, total, _ = qt.shape
-        out = torch.zeros(
-            (heads, total, vt.shape[-1]), dtype=q.dtype, device=q.device
-        )
+        out = torch.zeros((heads, total, vt.shape[-1]), dtype=q.dtype, device=q.device)
         inv_n = 1.0 / max_seq_len
         saved: list[tuple] = []
         for row in range(len(offsets) - 1):
@@ -203,9 +199,9 @@ class _JaggedHSTUAttention(torch.autograd.Function):
                 elif key_end > a:
                     # causal: mask the strict upper triangle of the diagonal tile
                     diag = scores[:, :, a:key_end]
-                    upper = torch.ones(
-                        b - a, key_end - a, dtype=torch.bool, device=q.device
-                    ).triu_(1)
+                    upper = torch.ones(b - a, key_end - a, dtype=torch.bool, device=q.device).triu_(
+                        1
+                    )
                     diag.masked_fill_(upper, _MASKED_SCORE)
                 attn = F.silu(scores)
                 keep = None
@@ -247,9 +243,7 @@ class _JaggedHSTUAttention(torch.autograd.Function):
             dq[:, s0 + a : s0 + b] = torch.baddbmm(
                 dscores.new_empty(()), dscores, kb, beta=0, alpha=alpha * inv_n
             )
-            dk[:, s0 : s0 + key_end].baddbmm_(
-                dscores.transpose(1, 2), qb, alpha=alpha * inv_n
-            )
+            dk[:, s0 : s0 + key_end].baddbmm_(dscores.transpose(1, 2), qb, alpha=alpha * inv_n)
         ctx.saved_blocks = None
         return (
             dq.transpose(0, 1),
@@ -267,9 +261,7 @@ def _check_inputs(q, k, v, seq_offsets) -> None:
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     if v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            f"v shape {tuple(v.shape)} does not match q shape {tuple(q.shape)}"
-        )
+        raise ValueError(f"v shape {tuple(v.shape)} does not match q shape {tuple(q.shape)}")
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1:
         raise ValueError("seq_offsets must be a 1-D tensor of B + 1 offsets")
 

@@ -104,16 +104,11 @@ def _hstu_fwd_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
         hi = n
         if CAUSAL:
-            hi = tl.where(
-                pid_m * BLOCK_M < c, n, tl.minimum(n, (pid_m + 1) * BLOCK_M)
-            )
+            hi = tl.where(pid_m * BLOCK_M < c, n, tl.minimum(n, (pid_m + 1) * BLOCK_M))
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             k = tl.load(
-                K
-                + (start + offs_n[:, None]) * stride_kt
-                + hd * stride_kh
-                + offs_dq[None, :],
+                K + (start + offs_n[:, None]) * stride_kt + hd * stride_kh + offs_dq[None, :],
                 mask=(offs_n[:, None] < n) & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
@@ -124,10 +119,7 @@ def _hstu_fwd_kernel(
                 keep = _keep(seed, pid_bh, offs_m, offs_n, N, pr)
                 p = tl.where(keep, p / (1.0 - pr), 0.0)
             v = tl.load(
-                V
-                + (start + offs_n[:, None]) * stride_vt
-                + hd * stride_vh
-                + offs_dv[None, :],
+                V + (start + offs_n[:, None]) * stride_vt + hd * stride_vh + offs_dv[None, :],
                 mask=(offs_n[:, None] < n) & (offs_dv[None, :] < DV),
                 other=0.0,
             )
@@ -201,35 +193,24 @@ def _hstu_bwd_dq_kernel(
             other=0.0,
         )
         do = tl.load(
-            DO
-            + (start + offs_m[:, None]) * stride_dot
-            + hd * stride_doh
-            + offs_dv[None, :],
+            DO + (start + offs_m[:, None]) * stride_dot + hd * stride_doh + offs_dv[None, :],
             mask=row_ok & (offs_dv[None, :] < DV),
             other=0.0,
         )
         dq = tl.zeros((BLOCK_M, BLOCK_DQ), dtype=tl.float32)
         hi = n
         if CAUSAL:
-            hi = tl.where(
-                pid_m * BLOCK_M < c, n, tl.minimum(n, (pid_m + 1) * BLOCK_M)
-            )
+            hi = tl.where(pid_m * BLOCK_M < c, n, tl.minimum(n, (pid_m + 1) * BLOCK_M))
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             col_ok = offs_n[:, None] < n
             k = tl.load(
-                K
-                + (start + offs_n[:, None]) * stride_kt
-                + hd * stride_kh
-                + offs_dq[None, :],
+                K + (start + offs_n[:, None]) * stride_kt + hd * stride_kh + offs_dq[None, :],
                 mask=col_ok & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
             v = tl.load(
-                V
-                + (start + offs_n[:, None]) * stride_vt
-                + hd * stride_vh
-                + offs_dv[None, :],
+                V + (start + offs_n[:, None]) * stride_vt + hd * stride_vh + offs_dv[None, :],
                 mask=col_ok & (offs_dv[None, :] < DV),
                 other=0.0,
             )
@@ -242,10 +223,7 @@ def _hstu_bwd_dq_kernel(
             ds = _dscores(s, dp, visible, inv_n)
             dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
         tl.store(
-            DQ_
-            + (start + offs_m[:, None]) * stride_dqt
-            + hd * stride_dqh
-            + offs_dq[None, :],
+            DQ_ + (start + offs_m[:, None]) * stride_dqt + hd * stride_dqh + offs_dq[None, :],
             (dq * alpha).to(DQ_.dtype.element_ty),
             mask=row_ok & (offs_dq[None, :] < DQ),
         )
@@ -322,18 +300,12 @@ def _hstu_bwd_dkdv_kernel(
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m[:, None] < n
             q = tl.load(
-                Q
-                + (start + offs_m[:, None]) * stride_qt
-                + hd * stride_qh
-                + offs_dq[None, :],
+                Q + (start + offs_m[:, None]) * stride_qt + hd * stride_qh + offs_dq[None, :],
                 mask=row_ok & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
             do = tl.load(
-                DO
-                + (start + offs_m[:, None]) * stride_dot
-                + hd * stride_doh
-                + offs_dv[None, :],
+                DO + (start + offs_m[:, None]) * stride_dot + hd * stride_doh + offs_dv[None, :],
                 mask=row_ok & (offs_dv[None, :] < DV),
                 other=0.0,
             )
@@ -349,18 +321,12 @@ def _hstu_bwd_dkdv_kernel(
             ds = _dscores(s, dp, visible, inv_n)
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
         tl.store(
-            DK
-            + (start + offs_n[:, None]) * stride_dkt
-            + hd * stride_dkh
-            + offs_dq[None, :],
+            DK + (start + offs_n[:, None]) * stride_dkt + hd * stride_dkh + offs_dq[None, :],
             (dk * alpha).to(DK.dtype.element_ty),
             mask=col_ok & (offs_dq[None, :] < DQ),
         )
         tl.store(
-            DV_
-            + (start + offs_n[:, None]) * stride_dvt
-            + hd * stride_dvh
-            + offs_dv[None, :],
+            DV_ + (start + offs_n[:, None]) * stride_dvt + hd * stride_dvh + offs_dv[None, :],
             dv.to(DV_.dtype.element_ty),
             mask=col_ok & (offs_dv[None, :] < DV),
         )

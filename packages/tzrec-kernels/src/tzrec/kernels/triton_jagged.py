@@ -127,9 +127,7 @@ def triton_dense_to_jagged(dense, offsets, total):
 
 
 @triton.jit
-def _move_rows_kernel(
-    src, dst, index, D, GATHER: tl.constexpr, BLOCK_D: tl.constexpr
-):
+def _move_rows_kernel(src, dst, index, D, GATHER: tl.constexpr, BLOCK_D: tl.constexpr):
     """GATHER: dst[i] = src[index[i]]; else scatter: dst[index[i]] = src[i]."""
     i = tl.program_id(0)
     r = tl.load(index + i)
@@ -149,9 +147,7 @@ def _move_rows(src, index, num_dst, gather):
     dim = src.shape[1]
     dst = src.new_zeros((num_dst, dim))
     if index.numel() > 0 and dim > 0:
-        _move_rows_kernel[(index.numel(),)](
-            src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D
-        )
+        _move_rows_kernel[(index.numel(),)](src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D)
     return dst
 
 
