@@ -10,7 +10,6 @@ import json
 import sys
 
 import pytest
-
 from tzrec_testing import REPO_ROOT, run, uv_bin
 
 pytestmark = pytest.mark.slow

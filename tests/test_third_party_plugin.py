@@ -6,7 +6,6 @@ import shutil
 import sys
 
 import pytest
-
 from tzrec_testing import FIXTURES, REPO_ROOT, run, uv_bin
 
 PLUGIN_CONFIG = """

@@ -1,0 +1,257 @@
+"""``id_feature`` / ``sequence_id_feature``: categorical ids for embedding lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tzrec.core.errors import ConfigError
+from tzrec.data import arrow_utils as au
+from tzrec.data.features.base import (
+    BaseFeature,
+    SequenceSparseData,
+    SparseData,
+)
+
+_OOV = "<OOV>"
+
+
+class IdFeature(BaseFeature):
+    """Ids read from an encoded column.
+
+    Cells hold integer ids (``"3"``, ``"3\\x035"``, an int column or an arrow list).
+    ``hash_bucket_size``: integer ids are taken modulo the bucket size and any other
+    string is hashed (stable 64-bit hash) into it. ``vocab_list`` / ``vocab_dict``: values
+    are looked up as strings; without ``default_bucketize_value`` index 0 is the
+    ``default_value`` and index 1 is out-of-vocabulary, as upstream. ``num_buckets``: ids
+    must lie in ``[0, num_buckets)``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        self._vocab: list[str] | None = None
+        self._vocab_map: dict[str, int] | None = None
+        self._oov = 1
+        if len(cfg.vocab_list) > 0:
+            vocab = list(cfg.vocab_list)
+            if cfg.HasField("default_bucketize_value"):
+                self._oov = int(cfg.default_bucketize_value)
+                if self._oov >= len(vocab):
+                    raise ConfigError(
+                        f"feature {self.name}: default_bucketize_value {self._oov} must be "
+                        f"< len(vocab_list) {len(vocab)}"
+                    )
+            else:
+                vocab = [cfg.default_value, _OOV] + vocab
+            self._vocab = vocab
+        elif len(cfg.vocab_dict) > 0:
+            vmap = dict(cfg.vocab_dict.items())
+            if cfg.HasField("default_bucketize_value"):
+                self._oov = int(cfg.default_bucketize_value)
+            elif cfg.default_value:
+                vmap[cfg.default_value] = 0
+            self._vocab_map = vmap
+        if self.is_weighted and (self._vocab is not None or self._vocab_map is not None):
+            raise ConfigError(f"feature {self.name}: weighted ids with a vocab are unsupported")
+        self._default = self._compute_default()
+
+    @property
+    def is_sparse(self) -> bool:
+        """Always sparse."""
+        return True
+
+    @property
+    def is_weighted(self) -> bool:
+        """``weighted: true`` ids are written ``id:weight``."""
+        return bool(self.config.weighted)
+
+    @property
+    def value_dim(self) -> int:
+        """``value_dim`` when set, else 1 for sequences and 0 (multi-value) otherwise."""
+        if self.config.HasField("value_dim"):
+            return int(self.config.value_dim)
+        return 1 if self.is_sequence else 0
+
+    @property
+    def num_embeddings(self) -> int:
+        """hash_bucket_size, num_buckets, the vocab size, as upstream."""
+        cfg = self.config
+        if cfg.HasField("zch"):
+            return int(cfg.zch.zch_size)
+        if cfg.HasField("hash_bucket_size"):
+            return int(cfg.hash_bucket_size)
+        if cfg.HasField("num_buckets"):
+            return int(cfg.num_buckets)
+        if self._vocab is not None:
+            return len(self._vocab)
+        if self._vocab_map is not None:
+            return max(self._vocab_map.values()) + 1
+        raise ConfigError(
+            f"feature {self.name}: set hash_bucket_size, num_buckets, vocab_list or vocab_dict"
+        )
+
+    @property
+    def default_value(self) -> list | None:
+        """Ids for empty cells: fg_encoded_default_value, else the encoded default_value."""
+        return self._default
+
+    def _compute_default(self) -> list | None:
+        enc = self._encoded_default(int)
+        if enc is not None or self.config.HasField("fg_encoded_default_value"):
+            return enc
+        if self.is_sequence:
+            return None
+        text = self.config.default_value
+        if self._vocab is not None or self._vocab_map is not None:
+            return [int(self._encode(pa.array([text]), np.zeros(1, np.int64))[0][0])]
+        if text:
+            ids, _ = self._encode(pa.array(text.split(self.multival_sep)), np.zeros(0))
+            return [int(v) for v in ids]
+        return None
+
+    # ---- encoding --------------------------------------------------------------------
+    def _encode(self, values: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, None]:
+        """int64 ids of flat ``values``; raises ValueError-like BadRows via caller."""
+        cfg = self.config
+        if self._vocab is not None or self._vocab_map is not None:
+            if not au.is_stringlike(values.type):
+                values = values.cast(pa.string())
+            if self._vocab is not None:
+                idx = pc.index_in(values, value_set=pa.array(self._vocab, pa.string()))
+                ids = idx.fill_null(self._oov).to_numpy(zero_copy_only=False)
+            else:
+                keys = pa.array(list(self._vocab_map.keys()), pa.string())
+                vals = np.asarray(list(self._vocab_map.values()), dtype=np.int64)
+                pos = pc.index_in(values, value_set=keys).fill_null(-1)
+                pos = pos.to_numpy(zero_copy_only=False)
+                ids = np.where(pos >= 0, vals[np.maximum(pos, 0)], self._oov)
+            return ids.astype(np.int64), None
+        if au.is_stringlike(values.type):
+            try:
+                ids = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
+            except pa.ArrowInvalid:
+                if not cfg.HasField("hash_bucket_size"):
+                    raise
+                numeric = ~au.invalid_number_mask(values, integer=True)
+                ids = np.empty(len(values), dtype=np.int64)
+                if numeric.any():
+                    ids[numeric] = pc.cast(
+                        values.filter(pa.array(numeric)), pa.int64()
+                    ).to_numpy(zero_copy_only=False)
+                if (~numeric).any():
+                    hashed = au.hash_strings(values.filter(pa.array(~numeric)))
+                    ids[~numeric] = (hashed % np.uint64(cfg.hash_bucket_size)).astype(np.int64)
+        elif pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+            ids = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        else:
+            raise pa.ArrowInvalid(f"unsupported id type {values.type}")
+        if cfg.HasField("hash_bucket_size"):
+            ids = np.mod(ids, int(cfg.hash_bucket_size))
+        return ids.astype(np.int64, copy=False), None
+
+    def _ids_of(self, lists: pa.ListArray, rows_of_list: np.ndarray | None):
+        """Flat ids and weights of a list array, or raise BadRows."""
+        values = au.list_values(lists)
+        weights = None
+        if self.is_weighted:
+            if not au.is_stringlike(values.type):
+                raise au.BadRows(
+                    np.arange(len(lists)) if rows_of_list is None else np.unique(rows_of_list),
+                    self.input_name, self.name, "expected 'id:weight' strings",
+                )
+            kv = pc.split_pattern(values, ":", max_splits=1)
+            klen = pc.list_value_length(kv).to_numpy(zero_copy_only=False)
+            if len(klen) and (klen != 2).any():
+                rows = au.parent_rows(au.list_offsets(lists))[klen != 2]
+                if rows_of_list is not None:
+                    rows = rows_of_list[rows]
+                raise au.BadRows(np.unique(rows), self.input_name, self.name,
+                                 "expected 'id:weight' values")
+            flat = kv.flatten()
+            values = flat.take(pa.array(np.arange(0, len(flat), 2)))
+            wtext = flat.take(pa.array(np.arange(1, len(flat), 2)))
+            try:
+                weights = pc.cast(wtext, pa.float32()).to_numpy(zero_copy_only=False)
+            except pa.ArrowInvalid:
+                raise self._bad_values(
+                    pa.ListArray.from_arrays(pa.array(au.list_offsets(lists).astype(np.int32)),
+                                             wtext),
+                    integer=False, row_of_list=rows_of_list,
+                ) from None
+        try:
+            ids, _ = self._encode(values, None)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise self._bad_values(lists, integer=True, row_of_list=rows_of_list) from None
+        cfg = self.config
+        if cfg.HasField("num_buckets") and not cfg.HasField("hash_bucket_size") and len(ids):
+            bad = (ids < 0) | (ids >= cfg.num_buckets)
+            if bad.any():
+                rows = au.parent_rows(au.list_offsets(lists))[bad]
+                if rows_of_list is not None:
+                    rows = rows_of_list[rows]
+                raise au.BadRows(np.unique(rows), self.input_name, self.name,
+                                 f"expected ids in [0, {cfg.num_buckets})")
+        return ids, weights
+
+    def _parse_single(self, arr: pa.Array) -> SparseData:
+        lists = au.to_list_array(arr, self.multival_sep)
+        default = self._default
+        null_rows = None
+        if default is not None:
+            lengths = pc.list_value_length(lists).fill_null(0)
+            null_rows = pc.equal(lengths, 0).to_numpy(zero_copy_only=False)
+        ids, weights = self._ids_of(lists, None)
+        off = au.list_offsets(lists)
+        lengths = np.diff(off)
+        if null_rows is not None and null_rows.any():
+            # insert defaults into empty rows
+            dflt = np.asarray(default, dtype=np.int64)
+            new_len = np.where(null_rows, len(dflt), lengths)
+            out = np.empty(int(new_len.sum()), dtype=np.int64)
+            new_off = np.zeros(len(new_len) + 1, dtype=np.int64)
+            np.cumsum(new_len, out=new_off[1:])
+            keep_pos = au.ranges(new_off[:-1][~null_rows], lengths[~null_rows])
+            out[keep_pos] = ids
+            fill_pos = au.ranges(new_off[:-1][null_rows], new_len[null_rows])
+            out[fill_pos] = np.tile(dflt, int(null_rows.sum()))
+            if weights is not None:
+                w = np.ones(len(out), dtype=np.float32)
+                w[keep_pos] = weights
+                weights = w
+            ids, lengths = out, new_len
+        return SparseData(self.name, ids, lengths.astype(np.int32), weights)
+
+    def _parse_sequence(self, arr: pa.Array) -> SequenceSparseData:
+        items, _, seq_lengths = self._split_sequence(arr)
+        default = self._default
+        seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
+        np.cumsum(seq_lengths, out=seq_off[1:])
+        item_rows = au.parent_rows(seq_off)
+        if default is not None and (seq_lengths == 0).any():
+            # an empty sequence becomes one item holding the default ids
+            empty = seq_lengths == 0
+            dflt_items = pa.array(
+                [[str(v) for v in default]] * int(empty.sum()), pa.list_(pa.string())
+            )
+            if not au.is_stringlike(au.list_values(items).type) and len(items):
+                dflt_items = dflt_items.cast(items.type)
+            else:
+                items = items.cast(pa.list_(pa.string())) if len(items) else pa.array(
+                    [], pa.list_(pa.string()))
+            seq_lengths = np.where(empty, 1, seq_lengths)
+            seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
+            np.cumsum(seq_lengths, out=seq_off[1:])
+            order = np.empty(len(items) + len(dflt_items), dtype=np.int64)
+            order[au.ranges(seq_off[:-1][~empty], seq_lengths[~empty])] = np.arange(len(items))
+            order[seq_off[:-1][empty]] = len(items) + np.arange(len(dflt_items))
+            items = pa.concat_arrays([items, dflt_items]).take(pa.array(order))
+            item_rows = au.parent_rows(seq_off)
+        ids, _ = self._ids_of(items, item_rows)
+        item_lengths = np.diff(au.list_offsets(items)).astype(np.int32)
+        if self.value_dim == 1 and len(item_lengths) and (item_lengths != 1).any():
+            rows = np.unique(item_rows[item_lengths != 1])
+            raise au.BadRows(rows, self.input_name, self.name,
+                             "expected exactly one id per sequence item")
+        return SequenceSparseData(self.name, ids, item_lengths, seq_lengths.astype(np.int32))
