@@ -105,9 +105,9 @@ def padded_hstu_mha(
     hidden_dim = v.shape[-1]
     batch = seq_offsets.numel() - 1
     lengths = seq_offsets[1:] - seq_offsets[:-1]
-    pq = jagged_to_padded_dense(q.reshape(total, -1), seq_offsets, max_seq_len)
-    pk = jagged_to_padded_dense(k.reshape(total, -1), seq_offsets, max_seq_len)
-    pv = jagged_to_padded_dense(v.reshape(total, -1), seq_offsets, max_seq_len)
+    pq = jagged_to_padded_dense(_flat(q), seq_offsets, max_seq_len)
+    pk = jagged_to_padded_dense(_flat(k), seq_offsets, max_seq_len)
+    pv = jagged_to_padded_dense(_flat(v), seq_offsets, max_seq_len)
     pq = pq.view(batch, max_seq_len, heads, attn_dim)
     pk = pk.view(batch, max_seq_len, heads, attn_dim)
     pv = pv.view(batch, max_seq_len, heads, hidden_dim)
@@ -126,8 +126,13 @@ def padded_hstu_mha(
     )
     attn = attn * mask.unsqueeze(1).to(attn.dtype)
     out = torch.einsum("bhnm,bmhd->bnhd", attn, pv)
-    out = dense_to_jagged(out.reshape(batch, max_seq_len, -1), seq_offsets, total)
+    out = dense_to_jagged(out.reshape(batch, max_seq_len, heads * hidden_dim), seq_offsets, total)
     return out.view(total, heads, hidden_dim)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(total, H, D) -> (total, H*D), also for total == 0."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2])
 
 
 def _row_blocks(n: int, t: int, c: int, m: int, causal: bool) -> list[tuple[int, int, int, bool]]:

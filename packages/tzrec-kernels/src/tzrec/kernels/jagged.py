@@ -6,6 +6,8 @@ A jagged tensor is ``values`` (total, D) plus ``offsets`` (B + 1,) int64, row
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tzrec.kernels.kernel import Kernel, resolve_kernel
@@ -38,7 +40,7 @@ def _row_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
 
 def _as_2d(values: torch.Tensor) -> torch.Tensor:
     """View 1-D values as (total, 1); others as (total, -1)."""
-    return values.reshape(values.shape[0], -1)
+    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
 
 
 def jagged_to_padded_dense(
@@ -76,7 +78,7 @@ def dense_to_jagged(
     if total is None:
         total = int(offsets[-1])
     batch, max_len = dense.shape[:2]
-    dense3 = dense.reshape(batch, max_len, -1)
+    dense3 = dense.reshape(batch, max_len, math.prod(dense.shape[2:]))
     if resolve_kernel(kernel, dense.device) == Kernel.TRITON:
         from tzrec.kernels.triton_jagged import triton_dense_to_jagged
 

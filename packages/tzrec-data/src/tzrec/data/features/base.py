@@ -68,6 +68,12 @@ def column_of_expression(expression: str) -> str:
     return expression.split(":", 1)[1] if ":" in expression else expression
 
 
+def _fmt(v: float | int) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
 class BaseFeature:
     """One configured feature.
 
@@ -239,6 +245,9 @@ class BaseFeature:
         list array with one cell per item (the item's values).
         """
         t = arr.type
+        default = self.default_value
+        if default is not None:
+            arr = self._fill_sequence_default(arr, default)
         if au.is_stringlike(t):
             seq = au.to_list_array(arr, self.sequence_delim)
             items = pc.split_pattern(au.list_values(seq), self.multival_sep)
@@ -264,6 +273,40 @@ class BaseFeature:
         if idx is not None:
             items = items.take(pa.array(idx))
         return items, off, seq_lengths
+
+    def _fill_cell_default(self, arr: pa.Array, default: list) -> pa.Array:
+        """Empty or missing cells of a non-sequence column become ``default``."""
+        t = arr.type
+        if au.is_stringlike(t):
+            text = self.multival_sep.join(_fmt(v) for v in default)
+            return au.empty_to_null(arr.cast(pa.string())).fill_null(text)
+        if au.is_listlike(t):
+            if not pa.types.is_list(t):
+                arr = arr.cast(pa.list_(t.value_type))
+                t = arr.type
+            empty = pc.equal(pc.list_value_length(arr).fill_null(0), 0)
+            if not pc.any(empty).as_py():
+                return arr
+            fill = pa.array([default] * len(arr)).cast(t)
+            return pc.if_else(empty, fill, arr)
+        if pa.types.is_null(t):
+            return pa.array([default] * len(arr))
+        if len(default) == 1:
+            return arr.fill_null(pa.scalar(default[0]).cast(t))
+        return arr
+
+    def _fill_sequence_default(self, arr: pa.Array, default: list) -> pa.Array:
+        """An empty sequence becomes one item holding ``default``."""
+        t = arr.type
+        if au.is_stringlike(t):
+            text = self.multival_sep.join(_fmt(v) for v in default)
+            return au.empty_to_null(arr.cast(pa.string())).fill_null(text)
+        if au.is_listlike(t):
+            empty = pc.equal(pc.list_value_length(arr).fill_null(0), 0)
+            item = default if au.is_listlike(t.value_type) else default[0]
+            fill = pa.array([[item]] * len(arr), type=arr.type)
+            return pc.if_else(empty, fill, arr)
+        return arr
 
     def _bad_values(
         self, lists: pa.ListArray, integer: bool, row_of_list: np.ndarray | None = None

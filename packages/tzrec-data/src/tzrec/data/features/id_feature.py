@@ -225,29 +225,9 @@ class IdFeature(BaseFeature):
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceSparseData:
         items, _, seq_lengths = self._split_sequence(arr)
-        default = self._default
         seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
         np.cumsum(seq_lengths, out=seq_off[1:])
         item_rows = au.parent_rows(seq_off)
-        if default is not None and (seq_lengths == 0).any():
-            # an empty sequence becomes one item holding the default ids
-            empty = seq_lengths == 0
-            dflt_items = pa.array(
-                [[str(v) for v in default]] * int(empty.sum()), pa.list_(pa.string())
-            )
-            if not au.is_stringlike(au.list_values(items).type) and len(items):
-                dflt_items = dflt_items.cast(items.type)
-            else:
-                items = items.cast(pa.list_(pa.string())) if len(items) else pa.array(
-                    [], pa.list_(pa.string()))
-            seq_lengths = np.where(empty, 1, seq_lengths)
-            seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
-            np.cumsum(seq_lengths, out=seq_off[1:])
-            order = np.empty(len(items) + len(dflt_items), dtype=np.int64)
-            order[au.ranges(seq_off[:-1][~empty], seq_lengths[~empty])] = np.arange(len(items))
-            order[seq_off[:-1][empty]] = len(items) + np.arange(len(dflt_items))
-            items = pa.concat_arrays([items, dflt_items]).take(pa.array(order))
-            item_rows = au.parent_rows(seq_off)
         ids, _ = self._ids_of(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items)).astype(np.int32)
         if self.value_dim == 1 and len(item_lengths) and (item_lengths != 1).any():

@@ -1,0 +1,168 @@
+"""``raw_feature`` / ``sequence_raw_feature``: numeric values, optionally bucketized."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tzrec.core.errors import ConfigError
+from tzrec.data import arrow_utils as au
+from tzrec.data.features.base import (
+    BaseFeature,
+    DenseData,
+    SequenceDenseData,
+    SequenceSparseData,
+    SparseData,
+)
+
+
+def _parse_normalizer(spec: str, name: str):
+    """A vectorised function for an fg normalizer spec (log10, zscore, minmax)."""
+    if not spec:
+        return None
+    opts = {}
+    for part in spec.split(","):
+        if "=" not in part:
+            raise ConfigError(f"feature {name}: normalizer part {part!r} is not key=value")
+        key, value = part.split("=", 1)
+        opts[key.strip()] = value.strip()
+    method = opts.get("method", "")
+    try:
+        if method == "log10":
+            threshold = float(opts.get("threshold", "1e-10"))
+            default = float(opts.get("default", "-10"))
+
+            def log10(x: np.ndarray) -> np.ndarray:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return np.where(x > threshold, np.log10(np.maximum(x, threshold)), default)
+
+            return log10
+        if method == "zscore":
+            mean = float(opts.get("mean", "0"))
+            std = float(opts.get("standard_deviation", "1"))
+            return lambda x: (x - mean) / (std if std else 1.0)
+        if method == "minmax":
+            lo = float(opts["min"])
+            hi = float(opts["max"])
+            return lambda x: (x - lo) / ((hi - lo) if hi != lo else 1.0)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"feature {name}: bad normalizer {spec!r}: {err}") from err
+    raise ConfigError(
+        f"feature {name}: normalizer method {method!r} is not supported "
+        "(supported: log10, zscore, minmax)"
+    )
+
+
+class RawFeature(BaseFeature):
+    """Numeric values: dense ``[rows, value_dim]``, or bucketized ids with ``boundaries``.
+
+    A value ``x`` falls in bucket ``i`` when ``boundaries[i-1] <= x < boundaries[i]``
+    (``len(boundaries) + 1`` buckets). The normalizer is applied before bucketizing.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._boundaries = np.asarray(list(self.config.boundaries), dtype=np.float32)
+        self._normalize = _parse_normalizer(self.config.normalizer, self.name)
+        self._default = self._compute_default()
+
+    @property
+    def is_sparse(self) -> bool:
+        """Sparse (bucketized ids) when boundaries are set."""
+        return len(self._boundaries) > 0
+
+    @property
+    def value_dim(self) -> int:
+        """Values per element (default 1)."""
+        return max(int(self.config.value_dim), 1)
+
+    @property
+    def num_embeddings(self) -> int:
+        """``len(boundaries) + 1`` buckets."""
+        return len(self._boundaries) + 1
+
+    @property
+    def output_dim(self) -> int:
+        """embedding_dim for bucketized / dense-embedded features, else value_dim."""
+        if self.is_sparse or self.config.HasField("mlp") or self.config.HasField("autodis"):
+            return self.embedding_dim
+        return self.value_dim
+
+    @property
+    def default_value(self) -> list | None:
+        """Values for empty cells: fg_encoded_default_value, else default_value x value_dim."""
+        return self._default
+
+    def _compute_default(self) -> list | None:
+        if self.config.HasField("fg_encoded_default_value"):
+            return self._encoded_default(float)
+        if self.is_sequence:
+            return None
+        text = self.config.default_value
+        if text == "":
+            return None
+        try:
+            vals = [float(v) for v in text.split(self.multival_sep)]
+        except ValueError as err:
+            raise ConfigError(
+                f"feature {self.name}: default_value {text!r} is not numeric"
+            ) from err
+        if len(vals) == 1 and self.value_dim > 1:
+            vals = vals * self.value_dim
+        return vals
+
+    def _floats(self, lists: pa.ListArray, rows_of_list: np.ndarray | None) -> np.ndarray:
+        values = au.list_values(lists)
+        try:
+            out = pc.cast(values, pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise self._bad_values(lists, integer=False, row_of_list=rows_of_list) from None
+        if np.isnan(out).any() and values.null_count:
+            out = np.nan_to_num(out, nan=0.0)
+        out = out.astype(np.float32, copy=False)
+        if self._normalize is not None:
+            out = self._normalize(out).astype(np.float32)
+        return out
+
+    def _bucketize(self, x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._boundaries, x, side="right").astype(np.int64)
+
+    def _parse_single(self, arr: pa.Array) -> DenseData | SparseData:
+        if self._default is not None:
+            arr = self._fill_cell_default(arr, self._default)
+        lists = au.to_list_array(arr, self.multival_sep)
+        values = self._floats(lists, None)
+        lengths = np.diff(au.list_offsets(lists))
+        dim = self.value_dim
+        bad = lengths != dim
+        if bad.any():
+            raise au.BadRows(np.nonzero(bad)[0], self.input_name, self.name,
+                             f"expected {dim} value(s) per cell")
+        if self.is_sparse:
+            return SparseData(self.name, self._bucketize(values),
+                              lengths.astype(np.int32))
+        return DenseData(self.name, values.reshape(len(lists), dim))
+
+    def _parse_sequence(self, arr: pa.Array) -> SequenceDenseData | SequenceSparseData:
+        items, _, seq_lengths = self._split_sequence(arr)
+        seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
+        np.cumsum(seq_lengths, out=seq_off[1:])
+        item_rows = au.parent_rows(seq_off)
+        values = self._floats(items, item_rows)
+        item_lengths = np.diff(au.list_offsets(items))
+        dim = self.value_dim
+        bad = item_lengths != dim
+        if bad.any():
+            raise au.BadRows(np.unique(item_rows[bad]), self.input_name, self.name,
+                             f"expected {dim} value(s) per sequence item")
+        if self.is_sparse:
+            return SequenceSparseData(self.name, self._bucketize(values),
+                                      item_lengths.astype(np.int32),
+                                      seq_lengths.astype(np.int32))
+        return SequenceDenseData(self.name, values.reshape(-1, dim),
+                                 seq_lengths.astype(np.int32))
+
+
+__all__ = ["RawFeature"]
