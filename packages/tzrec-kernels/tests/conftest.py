@@ -23,7 +23,9 @@ def assert_matches():
         torch.testing.assert_close(out_a, out_b, atol=atol, rtol=rtol)
         grad_out = torch.randn_like(out_a)
         for ga, gb in zip(
-            _grads(out_a, inputs, grad_out), _grads(out_b, inputs, grad_out), strict=True
+            _grads(out_a, inputs, grad_out),
+            _grads(out_b, inputs, grad_out),
+            strict=True,
         ):
             if ga is None or gb is None:
                 assert ga is None and gb is None

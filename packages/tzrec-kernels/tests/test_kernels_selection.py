@@ -5,7 +5,15 @@ import logging
 import pytest
 import torch
 
-from tzrec.kernels import Kernel, hstu_mha, kernel as kernel_mod, resolve_kernel, to_kernel
+from tzrec.kernels import (
+    Kernel,
+    hstu_mha,
+    resolve_kernel,
+    to_kernel,
+)
+from tzrec.kernels import (
+    kernel as kernel_mod,
+)
 
 
 def test_enum_values_match_config_enum():

@@ -94,18 +94,18 @@ class Batch:
     def __repr__(self) -> str:
         lines = [f"Batch(batch_size={self.batch_size}"]
         for group, kt in self.dense_features.items():
-            dims = ", ".join(f"{k}:{d}" for k, d in zip(kt.keys(), kt.length_per_key()))
+            pairs = zip(kt.keys(), kt.length_per_key(), strict=True)
+            dims = ", ".join(f"{k}:{d}" for k, d in pairs)
             lines.append(f"  dense[{group}] {tuple(kt.values().shape)} {{{dims}}}")
         for group, kjt in self.sparse_features.items():
             lens = kjt.length_per_key()
-            keys = ", ".join(f"{k}:{n}" for k, n in zip(kjt.keys(), lens))
+            keys = ", ".join(f"{k}:{n}" for k, n in zip(kjt.keys(), lens, strict=True))
             lines.append(f"  sparse[{group}] stride={kjt.stride()} ids {{{keys}}}")
         for group, kjt in self.sequence_mulval_lengths.items():
             lines.append(f"  mulval_lengths[{group}] {kjt.keys()}")
         for name, jt in self.sequence_dense_features.items():
             lines.append(
-                f"  seq_dense[{name}] values={tuple(jt.values().shape)} "
-                f"rows={jt.lengths().numel()}"
+                f"  seq_dense[{name}] values={tuple(jt.values().shape)} rows={jt.lengths().numel()}"
             )
         for name, t in self.labels.items():
             lines.append(f"  label[{name}] {tuple(t.shape)} {t.dtype}")

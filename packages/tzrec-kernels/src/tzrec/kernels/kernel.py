@@ -56,12 +56,15 @@ def to_kernel(kernel: Kernel | int | str) -> Kernel:
             return Kernel[kernel.upper()]
         except KeyError:
             raise ValueError(
-                f"unknown kernel {kernel!r}; expected one of {', '.join(k.name for k in Kernel)}"
+                f"unknown kernel {kernel!r}; expected one of "
+                f"{', '.join(k.name for k in Kernel)}"
             ) from None
     return Kernel(int(kernel))
 
 
-def resolve_kernel(kernel: Kernel | int | str, device: torch.device | None = None) -> Kernel:
+def resolve_kernel(
+    kernel: Kernel | int | str, device: torch.device | None = None
+) -> Kernel:
     """Return the kernel that will actually run for a request on `device`.
 
     `TRITON` runs when the Triton interpreter is enabled (`TRITON_INTERPRET=1`,
@@ -80,7 +83,8 @@ def resolve_kernel(kernel: Kernel | int | str, device: torch.device | None = Non
         return Kernel.PYTORCH
     if not triton_importable():
         _warn_once(
-            "no-triton", "kernel TRITON requested but triton is not installed; using PYTORCH"
+            "no-triton",
+            "kernel TRITON requested but triton is not installed; using PYTORCH",
         )
         return Kernel.PYTORCH
     on_cuda = device is not None and device.type == "cuda"

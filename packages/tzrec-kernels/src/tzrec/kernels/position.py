@@ -31,7 +31,9 @@ def timestamp_position_buckets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Position and time bucket (int64, shape (total,)) of every jagged item."""
     if time_bucket_fn not in ("sqrt", "log"):
-        raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', not {time_bucket_fn!r}")
+        raise ValueError(
+            f"time_bucket_fn must be 'sqrt' or 'log', not {time_bucket_fn!r}"
+        )
     total = timestamps.shape[0]
     lengths = seq_offsets[1:] - seq_offsets[:-1]
     rows = torch.repeat_interleave(
@@ -65,7 +67,7 @@ def add_timestamp_positional_embeddings(
     time_bucket_divisor: float = 1.0,
     kernel: Kernel | int | str = Kernel.PYTORCH,
 ) -> torch.Tensor:
-    """alpha * seq + pos_emb[position bucket] + ts_emb[time bucket] (module doc).
+    """Alpha * seq + pos_emb[position bucket] + ts_emb[time bucket] (module doc).
 
     Args:
         seq_embeddings: (total, D) jagged embeddings.
@@ -84,7 +86,8 @@ def add_timestamp_positional_embeddings(
     """
     if timestamps.shape[0] != seq_embeddings.shape[0]:
         raise ValueError(
-            f"timestamps has {timestamps.shape[0]} items, seq_embeddings {seq_embeddings.shape[0]}"
+            f"timestamps has {timestamps.shape[0]} items, seq_embeddings "
+            f"{seq_embeddings.shape[0]}"
         )
     pos_bucket, time_bucket = timestamp_position_buckets(
         seq_offsets,
@@ -99,7 +102,12 @@ def add_timestamp_positional_embeddings(
         from tzrec.kernels.triton_position import triton_add_embeddings
 
         return triton_add_embeddings(
-            seq_embeddings, pos_embeddings, ts_embeddings, pos_bucket, time_bucket, alpha
+            seq_embeddings,
+            pos_embeddings,
+            ts_embeddings,
+            pos_bucket,
+            time_bucket,
+            alpha,
         )
     return (
         alpha * seq_embeddings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -147,7 +149,9 @@ def _move_rows(src, index, num_dst, gather):
     dim = src.shape[1]
     dst = src.new_zeros((num_dst, dim))
     if index.numel() > 0 and dim > 0:
-        _move_rows_kernel[(index.numel(),)](src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D)
+        _move_rows_kernel[(index.numel(),)](
+            src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D
+        )
     return dst
 
 
@@ -169,7 +173,8 @@ class _GatherRows(torch.autograd.Function):
 def triton_gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Triton `src[index]` over rows; `index` must not repeat (concat/split)."""
     shape = src.shape[1:]
-    out = _GatherRows.apply(src.reshape(src.shape[0], -1), index.contiguous())
+    flat = src.reshape(src.shape[0], math.prod(shape))
+    out = _GatherRows.apply(flat, index.contiguous())
     return out.view(index.numel(), *shape)
 
 

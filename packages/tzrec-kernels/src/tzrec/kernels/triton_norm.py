@@ -28,7 +28,7 @@ def _norm_fwd_kernel(X, Y, W, B, Mean, Rstd, G, D, eps, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _norm_bwd_kernel(X, DY, DX, W, DW, DB, Mean, Rstd, G, D, BLOCK_D: tl.constexpr):
-    """dx for one (row, group); dw and db accumulate atomically."""
+    """Compute dx of one (row, group); dw and db accumulate atomically."""
     r = tl.program_id(0)
     offs = tl.arange(0, BLOCK_D)
     ok = offs < D

@@ -254,10 +254,10 @@ class BaseFeature:
         elif au.is_listlike(t):
             seq = au.to_list_array(arr, self.sequence_delim)
             inner = au.list_values(seq)
-            if au.is_listlike(inner.type) or au.is_stringlike(inner.type):
+            if au.is_listlike(inner.type) or au.is_stringlike(inner.type) or inner.null_count:
                 items = au.to_list_array(inner, self.multival_sep)
             else:
-                items = au.to_list_array(inner, self.multival_sep)
+                items = inner  # one value per item: stay flat (fast path)
         elif pa.types.is_null(t):
             seq = pa.nulls(len(arr), pa.list_(pa.string()))
             items = pa.array([], pa.list_(pa.string()))

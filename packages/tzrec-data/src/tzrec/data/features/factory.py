@@ -77,6 +77,8 @@ def create_features(
 
 def _add(features: list[BaseFeature], seen: dict[str, str], feat: BaseFeature, where: str):
     if feat.name in seen:
-        raise ConfigError(f"{where}: feature name '{feat.name}' is already used by {seen[feat.name]}")
+        raise ConfigError(
+            f"{where}: feature name '{feat.name}' is already used by {seen[feat.name]}"
+        )
     seen[feat.name] = where
     features.append(feat)

@@ -18,7 +18,7 @@ _OOV = "<OOV>"
 
 
 class IdFeature(BaseFeature):
-    """Ids read from an encoded column.
+    r"""Ids read from an encoded column.
 
     Cells hold integer ids (``"3"``, ``"3\\x035"``, an int column or an arrow list).
     ``hash_bucket_size``: integer ids are taken modulo the bucket size and any other
@@ -137,9 +137,9 @@ class IdFeature(BaseFeature):
                 numeric = ~au.invalid_number_mask(values, integer=True)
                 ids = np.empty(len(values), dtype=np.int64)
                 if numeric.any():
-                    ids[numeric] = pc.cast(
-                        values.filter(pa.array(numeric)), pa.int64()
-                    ).to_numpy(zero_copy_only=False)
+                    ids[numeric] = pc.cast(values.filter(pa.array(numeric)), pa.int64()).to_numpy(
+                        zero_copy_only=False
+                    )
                 if (~numeric).any():
                     hashed = au.hash_strings(values.filter(pa.array(~numeric)))
                     ids[~numeric] = (hashed % np.uint64(cfg.hash_bucket_size)).astype(np.int64)
@@ -159,7 +159,9 @@ class IdFeature(BaseFeature):
             if not au.is_stringlike(values.type):
                 raise au.BadRows(
                     np.arange(len(lists)) if rows_of_list is None else np.unique(rows_of_list),
-                    self.input_name, self.name, "expected 'id:weight' strings",
+                    self.input_name,
+                    self.name,
+                    "expected 'id:weight' strings",
                 )
             kv = pc.split_pattern(values, ":", max_splits=1)
             klen = pc.list_value_length(kv).to_numpy(zero_copy_only=False)
@@ -167,8 +169,9 @@ class IdFeature(BaseFeature):
                 rows = au.parent_rows(au.list_offsets(lists))[klen != 2]
                 if rows_of_list is not None:
                     rows = rows_of_list[rows]
-                raise au.BadRows(np.unique(rows), self.input_name, self.name,
-                                 "expected 'id:weight' values")
+                raise au.BadRows(
+                    np.unique(rows), self.input_name, self.name, "expected 'id:weight' values"
+                )
             flat = kv.flatten()
             values = flat.take(pa.array(np.arange(0, len(flat), 2)))
             wtext = flat.take(pa.array(np.arange(1, len(flat), 2)))
@@ -176,9 +179,11 @@ class IdFeature(BaseFeature):
                 weights = pc.cast(wtext, pa.float32()).to_numpy(zero_copy_only=False)
             except pa.ArrowInvalid:
                 raise self._bad_values(
-                    pa.ListArray.from_arrays(pa.array(au.list_offsets(lists).astype(np.int32)),
-                                             wtext),
-                    integer=False, row_of_list=rows_of_list,
+                    pa.ListArray.from_arrays(
+                        pa.array(au.list_offsets(lists).astype(np.int32)), wtext
+                    ),
+                    integer=False,
+                    row_of_list=rows_of_list,
                 ) from None
         try:
             ids, _ = self._encode(values, None)
@@ -191,11 +196,36 @@ class IdFeature(BaseFeature):
                 rows = au.parent_rows(au.list_offsets(lists))[bad]
                 if rows_of_list is not None:
                     rows = rows_of_list[rows]
-                raise au.BadRows(np.unique(rows), self.input_name, self.name,
-                                 f"expected ids in [0, {cfg.num_buckets})")
+                raise au.BadRows(
+                    np.unique(rows),
+                    self.input_name,
+                    self.name,
+                    f"expected ids in [0, {cfg.num_buckets})",
+                )
         return ids, weights
 
+    def _check_range(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        cfg = self.config
+        if cfg.HasField("num_buckets") and not cfg.HasField("hash_bucket_size") and len(ids):
+            bad = (ids < 0) | (ids >= cfg.num_buckets)
+            if bad.any():
+                raise au.BadRows(
+                    np.unique(rows[bad]),
+                    self.input_name,
+                    self.name,
+                    f"expected ids in [0, {cfg.num_buckets})",
+                )
+
     def _parse_single(self, arr: pa.Array) -> SparseData:
+        if (
+            pa.types.is_integer(arr.type)
+            and arr.null_count == 0
+            and self._vocab is None
+            and self._vocab_map is None
+        ):
+            ids, _ = self._encode(arr, None)
+            self._check_range(ids, np.arange(len(ids)))
+            return SparseData(self.name, ids, np.ones(len(ids), np.int32))
         lists = au.to_list_array(arr, self.multival_sep)
         default = self._default
         null_rows = None
@@ -228,10 +258,22 @@ class IdFeature(BaseFeature):
         seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
         np.cumsum(seq_lengths, out=seq_off[1:])
         item_rows = au.parent_rows(seq_off)
+        if not au.is_listlike(items.type):
+            try:
+                ids, _ = self._encode(items, None)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise au.BadRows(
+                    np.unique(item_rows), self.input_name, self.name, "expected integer ids"
+                ) from None
+            self._check_range(ids, item_rows)
+            return SequenceSparseData(
+                self.name, ids, np.ones(len(ids), np.int32), seq_lengths.astype(np.int32)
+            )
         ids, _ = self._ids_of(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items)).astype(np.int32)
         if self.value_dim == 1 and len(item_lengths) and (item_lengths != 1).any():
             rows = np.unique(item_rows[item_lengths != 1])
-            raise au.BadRows(rows, self.input_name, self.name,
-                             "expected exactly one id per sequence item")
+            raise au.BadRows(
+                rows, self.input_name, self.name, "expected exactly one id per sequence item"
+            )
         return SequenceSparseData(self.name, ids, item_lengths, seq_lengths.astype(np.int32))

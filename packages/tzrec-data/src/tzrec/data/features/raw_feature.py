@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -130,6 +129,19 @@ class RawFeature(BaseFeature):
         return np.searchsorted(self._boundaries, x, side="right").astype(np.int64)
 
     def _parse_single(self, arr: pa.Array) -> DenseData | SparseData:
+        if (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)) and (
+            self.value_dim == 1
+        ):
+            vals = arr.cast(pa.float32())
+            if self._default is not None:
+                vals = vals.fill_null(self._default[0])
+            if vals.null_count == 0:
+                x = vals.to_numpy(zero_copy_only=False).astype(np.float32)
+                if self._normalize is not None:
+                    x = self._normalize(x).astype(np.float32)
+                if self.is_sparse:
+                    return SparseData(self.name, self._bucketize(x), np.ones(len(x), np.int32))
+                return DenseData(self.name, x.reshape(-1, 1))
         if self._default is not None:
             arr = self._fill_cell_default(arr, self._default)
         lists = au.to_list_array(arr, self.multival_sep)
@@ -138,11 +150,11 @@ class RawFeature(BaseFeature):
         dim = self.value_dim
         bad = lengths != dim
         if bad.any():
-            raise au.BadRows(np.nonzero(bad)[0], self.input_name, self.name,
-                             f"expected {dim} value(s) per cell")
+            raise au.BadRows(
+                np.nonzero(bad)[0], self.input_name, self.name, f"expected {dim} value(s) per cell"
+            )
         if self.is_sparse:
-            return SparseData(self.name, self._bucketize(values),
-                              lengths.astype(np.int32))
+            return SparseData(self.name, self._bucketize(values), lengths.astype(np.int32))
         return DenseData(self.name, values.reshape(len(lists), dim))
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceDenseData | SequenceSparseData:
@@ -150,19 +162,29 @@ class RawFeature(BaseFeature):
         seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
         np.cumsum(seq_lengths, out=seq_off[1:])
         item_rows = au.parent_rows(seq_off)
+        if not au.is_listlike(items.type):
+            items = pa.ListArray.from_arrays(
+                pa.array(np.arange(len(items) + 1, dtype=np.int32)), items
+            )
         values = self._floats(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items))
         dim = self.value_dim
         bad = item_lengths != dim
         if bad.any():
-            raise au.BadRows(np.unique(item_rows[bad]), self.input_name, self.name,
-                             f"expected {dim} value(s) per sequence item")
+            raise au.BadRows(
+                np.unique(item_rows[bad]),
+                self.input_name,
+                self.name,
+                f"expected {dim} value(s) per sequence item",
+            )
         if self.is_sparse:
-            return SequenceSparseData(self.name, self._bucketize(values),
-                                      item_lengths.astype(np.int32),
-                                      seq_lengths.astype(np.int32))
-        return SequenceDenseData(self.name, values.reshape(-1, dim),
-                                 seq_lengths.astype(np.int32))
+            return SequenceSparseData(
+                self.name,
+                self._bucketize(values),
+                item_lengths.astype(np.int32),
+                seq_lengths.astype(np.int32),
+            )
+        return SequenceDenseData(self.name, values.reshape(-1, dim), seq_lengths.astype(np.int32))
 
 
 __all__ = ["RawFeature"]

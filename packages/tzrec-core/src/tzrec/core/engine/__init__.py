@@ -1,0 +1,1 @@
+"""Model-agnostic training engine pieces: optimizers, schedules, checkpoints, summaries."""

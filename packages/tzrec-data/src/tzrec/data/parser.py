@@ -1,0 +1,167 @@
+"""Turn the columns of one arrow batch into a :class:`~tzrec.data.batch.Batch`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torchrec import JaggedTensor, KeyedJaggedTensor, KeyedTensor
+
+from tzrec.data import arrow_utils as au
+from tzrec.data.batch import Batch
+from tzrec.data.features.base import (
+    BASE_DATA_GROUP,
+    BaseFeature,
+    DenseData,
+    SequenceDenseData,
+    SequenceSparseData,
+    SparseData,
+)
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:
+        x = x.copy()
+    return torch.from_numpy(x)
+
+
+class DataParser:
+    """Parses features, labels, sample weights and reserved columns of arrow batches.
+
+    Args:
+        features: the features to parse (their ``input_name`` already resolved).
+        label_fields: label columns.
+        sample_weight_fields: sample-weight columns.
+        reserved_columns: columns passed through untouched (``Batch.reserves``).
+    """
+
+    def __init__(
+        self,
+        features: list[BaseFeature],
+        label_fields: list[str] | None = None,
+        sample_weight_fields: list[str] | None = None,
+        reserved_columns: list[str] | None = None,
+    ) -> None:
+        self.features = list(features)
+        self.label_fields = list(label_fields or [])
+        self.sample_weight_fields = list(sample_weight_fields or [])
+        self.reserved_columns = list(reserved_columns or [])
+        self._groups: dict[str, list[BaseFeature]] = defaultdict(list)
+        for f in self.features:
+            if f.is_grouped_sequence:
+                self._groups[f.sequence_name].append(f)
+
+    def _float_column(self, name: str, arr: pa.Array, what: str) -> torch.Tensor:
+        arr = au.combine(arr)
+        if arr.null_count:
+            rows = np.nonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]
+            raise au.BadRows(rows, name, what, "expected a value, got an empty cell")
+        if pa.types.is_integer(arr.type) and what == "label":
+            return _t(arr.cast(pa.int64()).to_numpy(zero_copy_only=False))
+        try:
+            vals = pc.cast(arr, pa.float32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if au.is_stringlike(arr.type):
+                rows = np.nonzero(au.invalid_number_mask(arr, integer=False))[0]
+            else:
+                rows = np.arange(len(arr))
+            raise au.BadRows(rows, name, what, "expected a number") from None
+        return _t(vals.to_numpy(zero_copy_only=False))
+
+    def parse(self, columns: dict[str, pa.Array], num_rows: int) -> Batch:
+        """Build a Batch; ``num_rows`` is the base row count.
+
+        Raises:
+            BadRows: malformed values (the reader reports or skips those rows).
+        """
+        parsed = {f.name: f.parse(columns) for f in self.features}
+        self._check_groups(parsed)
+
+        sparse: dict[str, list] = defaultdict(list)
+        dense: dict[str, list] = defaultdict(list)
+        mulval: dict[str, list] = defaultdict(list)
+        seq_dense: dict[str, JaggedTensor] = {}
+        for f in self.features:
+            data = parsed[f.name]
+            group = f.data_group
+            if isinstance(data, SparseData):
+                sparse[group].append((f.name, data.values, data.lengths, data.weights))
+            elif isinstance(data, SequenceSparseData):
+                if f.value_dim == 1:
+                    sparse[group].append((f.name, data.values, data.seq_lengths, None))
+                else:
+                    off = np.zeros(len(data.seq_lengths) + 1, dtype=np.int64)
+                    np.cumsum(data.seq_lengths, out=off[1:])
+                    per_row = (
+                        np.add.reduceat(np.append(data.item_lengths, 0).astype(np.int64), off[:-1])
+                        if len(data.seq_lengths)
+                        else np.zeros(0, np.int64)
+                    )
+                    per_row = np.where(data.seq_lengths > 0, per_row, 0)
+                    sparse[group].append((f.name, data.values, per_row.astype(np.int32), None))
+                    mulval[group].append((f.name, data.item_lengths, data.seq_lengths, None))
+            elif isinstance(data, DenseData):
+                dense[group].append((f.name, data.values))
+            elif isinstance(data, SequenceDenseData):
+                seq_dense[f.name] = JaggedTensor(
+                    values=_t(data.values), lengths=_t(data.seq_lengths.astype(np.int64))
+                )
+        batch = Batch(batch_size=num_rows)
+        batch.sparse_features = {g: self._kjt(items) for g, items in sparse.items()}
+        batch.sequence_mulval_lengths = {g: self._kjt(items) for g, items in mulval.items()}
+        for group, items in dense.items():
+            keys = [k for k, _ in items]
+            tensors = [_t(v.astype(np.float32, copy=False)) for _, v in items]
+            batch.dense_features[group] = KeyedTensor.from_tensor_list(keys, tensors)
+        batch.sequence_dense_features = seq_dense
+        for name in self.label_fields:
+            batch.labels[name] = self._float_column(name, columns[name], "label")[:num_rows]
+        for name in self.sample_weight_fields:
+            batch.sample_weights[name] = self._float_column(name, columns[name], "sample weight")[
+                :num_rows
+            ].float()
+        if self.reserved_columns:
+            batch.reserves = pa.RecordBatch.from_arrays(
+                [au.combine(columns[c])[:num_rows] for c in self.reserved_columns],
+                names=self.reserved_columns,
+            )
+        return batch
+
+    @staticmethod
+    def _kjt(items: list) -> KeyedJaggedTensor:
+        keys = [k for k, *_ in items]
+        values = np.concatenate([v for _, v, _, _ in items]).astype(np.int64, copy=False)
+        lengths = np.concatenate([n for _, _, n, _ in items]).astype(np.int32, copy=False)
+        weights = None
+        if any(w is not None for *_, w in items):
+            weights = _t(
+                np.concatenate(
+                    [w if w is not None else np.ones(len(v), np.float32) for _, v, _, w in items]
+                ).astype(np.float32, copy=False)
+            )
+        return KeyedJaggedTensor(keys=keys, values=_t(values), lengths=_t(lengths), weights=weights)
+
+    def _check_groups(self, parsed: dict) -> None:
+        """Every sub-feature of one sequence group must have the same items per row."""
+        for seq_name, feats in self._groups.items():
+            if len(feats) < 2:
+                continue
+            ref = parsed[feats[0].name].seq_lengths
+            for f in feats[1:]:
+                other = parsed[f.name].seq_lengths
+                bad = np.nonzero(ref != other)[0]
+                if len(bad):
+                    raise au.BadRows(
+                        bad,
+                        f.input_name,
+                        f.name,
+                        f"sequence length differs from {feats[0].input_name} in sequence "
+                        f"group '{seq_name}'",
+                    )
+
+
+__all__ = ["BASE_DATA_GROUP", "DataParser"]

@@ -1,0 +1,484 @@
+"""Streaming, sharded, shuffling dataset shared by the parquet and csv readers."""
+
+from __future__ import annotations
+
+import copy
+import glob
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tzrec.core.config import which_oneof
+from tzrec.core.errors import ConfigError, DataError
+from tzrec.data import arrow_utils as au
+from tzrec.data.batch import Batch
+from tzrec.data.candidates import combine_neg_as_candidate_sequence
+from tzrec.data.features.base import SEQ_SEP, BaseFeature
+from tzrec.data.parser import DataParser
+
+logger = logging.getLogger(__name__)
+
+FILE_COL = "__tzrec_file__"
+ROW_COL = "__tzrec_row__"
+ALL_COLUMNS = "ALL_COLUMNS"
+BAD_ROW_POLICIES = ("error", "skip")
+#: Environment variable that sets the bad-row policy when the constructor does not.
+BAD_ROWS_ENV = "TZREC_DATA_BAD_ROWS"
+
+
+def expand_input_path(input_path: str) -> list[str]:
+    """Files named by a comma-separated list of paths, globs and directories (sorted)."""
+    files: list[str] = []
+    for part in (p.strip() for p in input_path.split(",")):
+        if not part:
+            continue
+        if any(c in part for c in "*?["):
+            matched = sorted(glob.glob(part))
+            if not matched:
+                raise DataError(f"input path {part}: the pattern matches no file")
+            files.extend(m for m in matched if os.path.isfile(m))
+        elif os.path.isdir(part):
+            files.extend(
+                sorted(
+                    os.path.join(part, n) for n in os.listdir(part) if not n.startswith((".", "_"))
+                )
+            )
+        elif os.path.exists(part):
+            files.append(part)
+        else:
+            raise DataError(f"input path {part}: no such file or directory")
+    return files
+
+
+def get_rank_world() -> tuple[int, int]:
+    """(rank, world_size) from torch.distributed when initialised, else RANK/WORLD_SIZE."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class BaseDataset(IterableDataset):
+    """Reads files as a stream of :class:`Batch` objects.
+
+    Args:
+        data_config: the ``DataConfig``.
+        features: features from :func:`tzrec.data.create_features`.
+        input_path: comma-separated files, globs or directories.
+        mode: ``"train"`` (shuffle if configured, sampler's ``num_sample``), ``"eval"``
+            (deterministic, ``num_eval_sample``) or ``"predict"`` (no labels, no sampler).
+        reserved_columns: columns copied into ``Batch.reserves`` (``["ALL_COLUMNS"]``: all).
+        on_bad_row: ``"error"`` (default; or env ``TZREC_DATA_BAD_ROWS``) raises DataError
+            naming file and row; ``"skip"`` drops malformed rows and counts them.
+        rank: this process's rank (default: torch.distributed, else env ``RANK``).
+        world_size: number of ranks (default: torch.distributed, else ``WORLD_SIZE``).
+        batch_size: overrides ``batch_size`` / ``eval_batch_size``.
+        seed: seed of shuffling and sampling.
+    """
+
+    def __init__(
+        self,
+        data_config: Any,
+        features: list[BaseFeature],
+        input_path: str,
+        mode: str = "train",
+        reserved_columns: list[str] | None = None,
+        on_bad_row: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if mode not in ("train", "eval", "predict"):
+            raise ConfigError(f"dataset mode must be train, eval or predict, got {mode!r}")
+        on_bad_row = on_bad_row or os.environ.get(BAD_ROWS_ENV, "error")
+        if on_bad_row not in BAD_ROW_POLICIES:
+            raise ConfigError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
+        self.data_config = data_config
+        self.features = [copy.copy(f) for f in features]
+        self.input_path = input_path
+        self.mode = mode
+        self.is_training = mode == "train"
+        self.on_bad_row = on_bad_row
+        if rank is None or world_size is None:
+            r, w = get_rank_world()
+            rank = r if rank is None else rank
+            world_size = w if world_size is None else world_size
+        self.rank, self.world_size = rank, world_size
+        if batch_size is None:
+            batch_size = data_config.batch_size
+            if not self.is_training and data_config.HasField("eval_batch_size"):
+                batch_size = data_config.eval_batch_size
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.shuffle = self.is_training and data_config.shuffle
+        self.drop_remainder = bool(data_config.drop_remainder)
+        self.label_fields = [] if mode == "predict" else list(data_config.label_fields)
+        self.sample_weight_fields = (
+            [] if mode == "predict" else list(data_config.sample_weight_fields)
+        )
+        self.reserved_columns = list(reserved_columns or [])
+        self.files = expand_input_path(input_path)
+        self._epoch = 0
+        self._stats = mp.Array("q", 3, lock=True)  # rows read, rows skipped, batches
+        self._schema_names = self._first_schema_names()
+        self._resolve_features()
+        self._init_sampler()
+        self._parser = DataParser(
+            self.features, self.label_fields, self.sample_weight_fields, self.reserved_columns
+        )
+
+    # ---- to be provided by readers -----------------------------------------------------
+    def _file_schema_names(self, path: str) -> list[str] | None:
+        """Column names of a file, ``None`` for an empty file without a schema."""
+        raise NotImplementedError
+
+    def _units(self) -> list[tuple]:
+        """Work units ``(file_index, part)`` that shards split between them."""
+        raise NotImplementedError
+
+    def _read_unit(self, unit: tuple, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """Record batches of one unit with ``__tzrec_file__`` / ``__tzrec_row__`` columns."""
+        raise NotImplementedError
+
+    # ---- setup -------------------------------------------------------------------------
+    def _first_schema_names(self) -> list[str] | None:
+        for path in self.files:
+            names = self._file_schema_names(path)
+            if names is not None:
+                return names
+        return None
+
+    def _resolve_features(self) -> None:
+        names = self._schema_names
+        if self.reserved_columns[:1] == [ALL_COLUMNS]:
+            self.reserved_columns = [n for n in (names or [])]
+        if names is None:
+            return
+        cols = set(names)
+        for f in self.features:
+            if f.resolve_input(cols) is None:
+                raise DataError(
+                    f"{self.files[0]}: column '{f.input_names[0]}' is missing, wanted by "
+                    f"feature '{f.name}'"
+                    + (
+                        f" (also tried {', '.join(f.input_names[1:])})"
+                        if len(f.input_names) > 1
+                        else ""
+                    )
+                )
+        for kind, fields in (
+            ("label", self.label_fields),
+            ("sample weight", self.sample_weight_fields),
+            ("reserved", self.reserved_columns),
+        ):
+            for c in fields:
+                if c not in cols:
+                    raise DataError(f"{self.files[0]}: {kind} column '{c}' is missing")
+
+    def _needed_columns(self) -> list[str]:
+        cols: list[str] = []
+        for c in (
+            [f.input_name for f in self.features]
+            + self.label_fields
+            + self.sample_weight_fields
+            + self.reserved_columns
+            + self._sampler_columns
+        ):
+            if c not in cols:
+                cols.append(c)
+        return cols
+
+    def _check_file_columns(self, path: str, names: list[str]) -> None:
+        have = set(names)
+        for f in self.features:
+            if f.input_name not in have:
+                raise DataError(
+                    f"{path}: column '{f.input_name}' is missing, wanted by feature '{f.name}'"
+                )
+        for c in self.label_fields + self.sample_weight_fields + self.reserved_columns:
+            if c not in have:
+                raise DataError(f"{path}: column '{c}' is missing (label/weight/reserved)")
+
+    def _init_sampler(self) -> None:
+        self._sampler = None
+        self._sampler_columns: list[str] = []
+        self._candidate: dict[str, Any] | None = None
+        chosen = which_oneof(self.data_config, "sampler")
+        if chosen is None or self.mode == "predict":
+            return
+        name, cfg = chosen
+        from tzrec.core.config import provided_by
+        from tzrec.core.plugins import get
+
+        cls = get("samplers", name, provided_by(self.data_config, name))
+        cfg = copy.deepcopy(cfg)
+        item_field = cfg.item_id_field
+        by_input = {f.input_name: f for f in self.features}
+        cand_feat = by_input.get(item_field)
+        names = set(self._schema_names or [])
+        if cand_feat is not None and cand_feat.is_sequence:
+            # generative retrieval: negatives join the candidate sequence of each row
+            prefix = ""
+            if SEQ_SEP in item_field and cand_feat.is_grouped_sequence:
+                prefix = f"{cand_feat.sequence_name}{SEQ_SEP}"
+            seq_inputs = {
+                f.input_name: f
+                for f in self.features
+                if f.is_sequence
+                and f.input_name.startswith(prefix)
+                and (not prefix or f.sequence_name == cand_feat.sequence_name)
+            }
+            attrs = []
+            for a in cfg.attr_fields:
+                if a in names or a in seq_inputs or not prefix:
+                    attrs.append(a)
+                elif prefix + a in seq_inputs:
+                    attrs.append(prefix + a)
+                else:
+                    attrs.append(a)
+            del cfg.attr_fields[:]
+            cfg.attr_fields.extend(attrs)
+            self._candidate = {
+                "delim": cand_feat.sequence_delim,
+                "attrs": [a for a in attrs if a in seq_inputs],
+            }
+        fields = []
+        schema = self._schema()
+        for a in cfg.attr_fields:
+            if schema is not None and a in schema.names:
+                fields.append(schema.field(a))
+        self._sampler = cls(
+            cfg,
+            fields,
+            self.batch_size,
+            is_training=self.is_training,
+            multival_sep=getattr(self.data_config, "fg_encoded_multival_sep", "\x03"),
+        )
+        self._sampler_columns = [item_field]
+        user_field = getattr(cfg, "user_id_field", "")
+        if user_field:
+            self._sampler_columns.append(user_field)
+        self._sampler_columns += [a for a in cfg.attr_fields if a in names]
+        if self._candidate is None:
+            attr_set = set(cfg.attr_fields)
+            for f in self.features:
+                if f.input_name in attr_set:
+                    f.is_neg = True
+
+    def _schema(self) -> pa.Schema | None:
+        return None
+
+    # ---- iteration ---------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (reseeds the file order and the shuffle buffer)."""
+        self._epoch = epoch
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Run counters summed over workers: rows_read, rows_skipped, batches."""
+        return {
+            "rows_read": int(self._stats[0]),
+            "rows_skipped": int(self._stats[1]),
+            "batches": int(self._stats[2]),
+        }
+
+    def _add_stat(self, i: int, n: int) -> None:
+        with self._stats.get_lock():
+            self._stats[i] += n
+
+    def _shard(self) -> tuple[int, int, int]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * nw + wid, self.world_size * nw, wid
+
+    def __iter__(self) -> Iterator[Batch]:
+        shard, num_shards, wid = self._shard()
+        epoch = self._epoch
+        self._epoch += 1
+        units = self._units()
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(units))
+            units = [units[i] for i in order]
+        my_units = units[shard::num_shards]
+        rng = np.random.default_rng([self.seed, epoch, shard])
+        if self._sampler is not None:
+            self._sampler.set_seed(int(rng.integers(1 << 62)))
+        columns = self._needed_columns()
+        stream = self._stream(my_units, columns)
+        if self.shuffle:
+            stream = self._shuffle_buffer(stream, rng)
+        for table in self._rebatch(stream):
+            batch = self._to_batch(table)
+            if batch is not None:
+                self._add_stat(2, 1)
+                yield batch
+
+    def _stream(self, units: list[tuple], columns: list[str]) -> Iterator[pa.Table]:
+        for unit in units:
+            for rb in self._read_unit(unit, columns):
+                if rb.num_rows:
+                    self._add_stat(0, rb.num_rows)
+                    yield pa.Table.from_batches([rb])
+
+    def _shuffle_buffer(self, stream: Iterator[pa.Table], rng) -> Iterator[pa.Table]:
+        cap = max(1, int(self.data_config.shuffle_buffer_size)) * self.batch_size
+        buf: list[pa.Table] = []
+        n = 0
+        for t in stream:
+            buf.append(t)
+            n += t.num_rows
+            if n >= cap:
+                table = pa.concat_tables(buf).combine_chunks()
+                table = table.take(pa.array(rng.permutation(table.num_rows)))
+                half = max(table.num_rows // 2, min(self.batch_size, table.num_rows))
+                yield table.slice(0, half)
+                rest = table.slice(half)
+                buf, n = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        if n:
+            table = pa.concat_tables(buf).combine_chunks()
+            yield table.take(pa.array(rng.permutation(table.num_rows)))
+
+    def _rebatch(self, stream: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        bs = self.batch_size
+        buf: list[pa.Table] = []
+        n = 0
+        for t in stream:
+            if n == 0 and t.num_rows == bs:
+                yield t
+                continue
+            buf.append(t)
+            n += t.num_rows
+            while n >= bs:
+                table = pa.concat_tables(buf)
+                yield table.slice(0, bs)
+                rest = table.slice(bs)
+                buf, n = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        if n and not self.drop_remainder:
+            yield pa.concat_tables(buf)
+
+    # ---- one batch -------------------------------------------------------------------
+    def _to_batch(self, table: pa.Table) -> Batch | None:
+        while True:
+            if table.num_rows == 0:
+                return None
+            try:
+                return self._parse_table(table)
+            except au.BadRows as bad:
+                rows = bad.rows[bad.rows < table.num_rows]
+                if len(rows) == 0:
+                    raise DataError(
+                        f"sampled negatives: column '{bad.column}' ({bad.feature}): {bad.reason}"
+                    ) from None
+                files = table.column(FILE_COL).to_numpy()
+                file_rows = table.column(ROW_COL).to_numpy()
+                first = int(rows[0])
+                where = f"{self.files[int(files[first])]}: row {int(file_rows[first])}"
+                if self.on_bad_row == "error":
+                    more = (
+                        f" (and {len(rows) - 1} more rows in this batch)" if len(rows) > 1 else ""
+                    )
+                    raise DataError(
+                        f"{where}: column '{bad.column}' (feature '{bad.feature}'): "
+                        f"{bad.reason}{more}"
+                    ) from None
+                logger.warning(
+                    "skipping %d malformed row(s), first at %s: column '%s' (feature '%s'): %s",
+                    len(rows),
+                    where,
+                    bad.column,
+                    bad.feature,
+                    bad.reason,
+                )
+                self._add_stat(1, len(rows))
+                keep = np.ones(table.num_rows, dtype=bool)
+                keep[rows] = False
+                table = table.filter(pa.array(keep))
+
+    def _parse_table(self, table: pa.Table) -> Batch:
+        num_rows = table.num_rows
+        columns = {name: au.combine(table.column(name)) for name in table.column_names}
+        infos = {}
+        if self._sampler is not None:
+            infos = self._sample(columns, num_rows)
+        batch = self._parser.parse(columns, num_rows)
+        batch.additional_infos.update(infos)
+        return batch
+
+    def _sample(self, columns: dict[str, pa.Array], num_rows: int) -> dict[str, torch.Tensor]:
+        from tzrec.data.samplers.base import build_sampler_input
+
+        sampler = self._sampler
+        delim = self._candidate["delim"] if self._candidate else sampler.item_id_delim
+        inputs, pos_lists = build_sampler_input(
+            columns, sampler.item_id_field, sampler.user_id_field, delim
+        )
+        infos: dict[str, torch.Tensor] = {}
+        if self._candidate is not None:
+            num_pos = len(inputs[sampler.item_id_field])
+            per_pos = max(1, -(-sampler.num_sample // max(num_pos, 1)))
+            sampled = sampler.get(inputs, num_sample=num_pos * per_pos, exact=True)
+            sampled.pop("hard_neg_indices", None)
+            for attr in self._candidate["attrs"]:
+                if attr not in sampled:
+                    continue
+                pos = (
+                    pos_lists
+                    if attr == sampler.item_id_field
+                    else au.to_list_array(columns[attr], self._candidate["delim"])
+                )
+                columns[attr] = combine_neg_as_candidate_sequence(
+                    pos, sampled[attr], per_pos, self._candidate["delim"]
+                )
+            return infos
+        sampled = sampler.get(inputs)
+        hard = sampled.pop("hard_neg_indices", None)
+        if hard is not None:
+            infos["hard_neg_indices"] = torch.from_numpy(np.asarray(hard, dtype=np.int64))
+        for name, neg in sampled.items():
+            if name not in columns:
+                continue
+            base = columns[name]
+            columns[name] = pa.concat_arrays([base, _cast_like(neg, base.type)])
+        return infos
+
+
+def _cast_like(neg: pa.Array, t: pa.DataType) -> pa.Array:
+    if neg.type == t:
+        return neg
+    if au.is_listlike(t) and au.is_stringlike(neg.type):
+        raise DataError(f"sampled attribute of type {neg.type} cannot join a {t} column")
+    try:
+        return neg.cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataError(f"sampled attribute values do not fit column type {t}: {err}") from None
+
+
+def create_dataloader(dataset: BaseDataset, pin_memory: bool | None = None) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``data_config.num_workers`` workers.
+
+    Batches are built inside the workers; ``batch_size=None`` passes them through.
+    """
+    if pin_memory is None:
+        pin_memory = bool(dataset.data_config.pin_memory) and torch.cuda.is_available()
+    nw = int(dataset.data_config.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=nw,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=2 if nw > 0 else None,
+        in_order=bool(getattr(dataset.data_config, "in_order", True)),
+    )
+
+
+__all__ = ["BaseDataset", "create_dataloader", "expand_input_path", "get_rank_world", "pc"]

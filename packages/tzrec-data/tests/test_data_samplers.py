@@ -1,0 +1,287 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from google.protobuf import text_format
+
+from tzrec.core.errors import DataError
+from tzrec.data import ParquetDataset, combine_neg_as_candidate_sequence, create_features
+from tzrec.data.samplers import (
+    HardNegativeSampler,
+    HardNegativeSamplerV2,
+    NegativeSampler,
+    NegativeSamplerV2,
+    build_sampler_input,
+)
+from tzrec.protos import sampler_pb2
+
+
+def items_file(tmp_path, n=50, weights=None):
+    p = tmp_path / "item.txt"
+    w = weights if weights is not None else np.ones(n)
+    lines = ["id:int64\tweight:float\tfeature:string"]
+    lines += [f"{i}\t{w[i]}\t{i}:{i % 5}" for i in range(n)]
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def node_file(tmp_path, name, ids):
+    p = tmp_path / name
+    p.write_text("id:int64\tweight:float\n" + "".join(f"{i}\t1\n" for i in ids))
+    return str(p)
+
+
+def edge_file(tmp_path, name, edges):
+    p = tmp_path / name
+    p.write_text(
+        "src_id:int64\tdst_id:int64\tweight:float\n"
+        + "".join(f"{s}\t{d}\t{w}\n" for s, d, w in edges)
+    )
+    return str(p)
+
+
+def cfg(cls, text):
+    return text_format.Parse(text, cls())
+
+
+def neg_sampler(tmp_path, num_sample=10, **kw):
+    c = cfg(
+        sampler_pb2.NegativeSampler,
+        f'input_path: "{items_file(tmp_path, **kw)}" num_sample: {num_sample} '
+        'attr_fields: "item_id" attr_fields: "cat" item_id_field: "item_id" '
+        "num_eval_sample: 3",
+    )
+    return c
+
+
+def test_negative_sampler_distinct_excludes_positives(tmp_path):
+    s = NegativeSampler(neg_sampler(tmp_path, 40), [pa.field("item_id", pa.int64())], 4)
+    out = s.get({"item_id": pa.array([0, 1, 2, 3, 4])})
+    ids = out["item_id"].to_numpy()
+    assert len(ids) == 40 and len(set(ids.tolist())) == 40
+    assert not set(ids.tolist()) & {0, 1, 2, 3, 4}
+    assert out["item_id"].type == pa.int64()
+    assert out["cat"].to_pylist() == [str(i % 5) for i in ids]
+
+
+def test_negative_sampler_respects_weights(tmp_path):
+    w = np.zeros(50)
+    w[[7, 8, 9]] = 1.0
+    s = NegativeSampler(neg_sampler(tmp_path, 3, weights=w), None, 4)
+    assert sorted(int(x) for x in s.get({"item_id": pa.array([1])})["item_id"].to_pylist()) == [
+        7,
+        8,
+        9,
+    ]
+
+
+def test_num_eval_sample_used_in_eval(tmp_path):
+    s = NegativeSampler(neg_sampler(tmp_path, 10), None, 4, is_training=False)
+    assert len(s.get({"item_id": pa.array([1])})["item_id"]) == 3
+
+
+def test_more_negatives_than_items_samples_with_replacement(tmp_path):
+    s = NegativeSampler(neg_sampler(tmp_path, 80), None, 4)
+    ids = s.get({"item_id": pa.array([0])})["item_id"].to_pylist()
+    assert len(ids) == 80 and "0" not in ids
+
+
+def test_parquet_item_table(tmp_path):
+    p = tmp_path / "items.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array(np.arange(20)),
+                "weight": pa.array(np.ones(20)),
+                "item_id": pa.array(np.arange(20)),
+                "cat": pa.array(["c"] * 20),
+            }
+        ),
+        p,
+    )
+    c = cfg(
+        sampler_pb2.NegativeSampler,
+        f'input_path: "{p}" num_sample: 5 attr_fields: "item_id" attr_fields: "cat" '
+        'item_id_field: "item_id"',
+    )
+    out = NegativeSampler(c, None, 4).get({"item_id": pa.array([1])})
+    assert len(out["cat"]) == 5 and 1 not in out["item_id"].to_pylist()
+
+
+def test_bad_item_table_row_is_reported(tmp_path):
+    p = tmp_path / "item.txt"
+    p.write_text("id:int64\tweight:float\tfeature:string\n1\t1\t1:2\n2\t1\tonly\n")
+    c = cfg(
+        sampler_pb2.NegativeSampler,
+        f'input_path: "{p}" num_sample: 1 attr_fields: "a" attr_fields: "b" item_id_field: "a"',
+    )
+    with pytest.raises(DataError, match=r"item\.txt: row 1: feature has 1 attributes"):
+        NegativeSampler(c, None, 4).get({"a": pa.array([1])})
+
+
+def v2_config(tmp_path, cls=sampler_pb2.NegativeSamplerV2, extra=""):
+    users = node_file(tmp_path, "user.txt", range(3))
+    items = items_file(tmp_path, 10)
+    pos = edge_file(tmp_path, "pos.txt", [(0, i, 1) for i in range(8)])
+    return cfg(
+        cls,
+        f'user_input_path: "{users}" item_input_path: "{items}" '
+        f'pos_edge_input_path: "{pos}" num_sample: 6 attr_fields: "item_id" '
+        f'attr_fields: "cat" item_id_field: "item_id" user_id_field: "user_id" {extra}',
+    )
+
+
+def test_negative_sampler_v2_excludes_positive_edges(tmp_path):
+    s = NegativeSamplerV2(v2_config(tmp_path), None, 4)
+    out = s.get({"item_id": pa.array([8, 9]), "user_id": pa.array([0, 0])})
+    ids = [int(x) for x in out["item_id"].to_pylist()]
+    assert len(ids) == 6
+    # user 0's positive edges are items 0..7 and its batch positives are 8, 9: nothing left
+    # but items not in the table; with 10 items every draw must avoid 0..7 and its own pos
+    assert all(i in (8, 9) for i in ids)
+
+
+def test_hard_negative_sampler_appends_hard_negatives(tmp_path):
+    users = node_file(tmp_path, "user.txt", range(3))
+    items = items_file(tmp_path, 30)
+    hard = edge_file(tmp_path, "hard.txt", [(0, 20, 1), (0, 21, 3), (0, 22, 2), (2, 25, 1)])
+    c = cfg(
+        sampler_pb2.HardNegativeSampler,
+        f'user_input_path: "{users}" item_input_path: "{items}" '
+        f'hard_neg_edge_input_path: "{hard}" num_sample: 5 num_hard_sample: 2 '
+        'attr_fields: "item_id" attr_fields: "cat" item_id_field: "item_id" '
+        'user_id_field: "user_id"',
+    )
+    out = HardNegativeSampler(c, None, 4).get(
+        {"item_id": pa.array([1, 2, 3]), "user_id": pa.array([0, 1, 2])}
+    )
+    ids = [int(x) for x in out["item_id"].to_pylist()]
+    assert len(ids) == 5 + 3
+    assert ids[5:] == [21, 22, 25]  # heaviest first, capped at num_hard_sample
+    assert out["hard_neg_indices"].tolist() == [[0, 0], [0, 1], [2, 0]]
+
+
+def test_hard_negative_sampler_v2(tmp_path):
+    hard = edge_file(tmp_path, "hard.txt", [(1, 9, 1)])
+    c = v2_config(
+        tmp_path,
+        sampler_pb2.HardNegativeSamplerV2,
+        f'hard_neg_edge_input_path: "{hard}" num_hard_sample: 1',
+    )
+    out = HardNegativeSamplerV2(c, None, 4).get(
+        {"item_id": pa.array([8, 1]), "user_id": pa.array([0, 1])}
+    )
+    assert len(out["item_id"]) == 7 and out["item_id"].to_pylist()[-1] == "9"
+    assert out["hard_neg_indices"].tolist() == [[1, 0]]
+
+
+def test_build_sampler_input_flattens_multi_value_positives():
+    inputs, pos = build_sampler_input(
+        {"item_id": pa.array(["1;2", "3", ""]), "user_id": pa.array([10, 11, 12])},
+        "item_id",
+        "user_id",
+        ";",
+    )
+    assert inputs["item_id"].to_pylist() == ["1", "2", "3"]
+    assert inputs["user_id"].to_pylist() == [10, 10, 11]
+    assert pos.to_pylist() == [["1", "2"], ["3"], None]
+
+
+def test_combine_single_positive():
+    out = combine_neg_as_candidate_sequence(
+        pa.array(["1", "2"]), pa.array(["3", "4", "5", "6"]), 2, ";"
+    )
+    assert out.to_pylist() == ["1;3;4", "2;5;6"]
+
+
+def test_combine_multi_value_positives_interleave():
+    out = combine_neg_as_candidate_sequence(
+        pa.array(["1;2", "3", ""]), pa.array([10, 11, 12]), 1, ";"
+    )
+    assert out.to_pylist() == ["1;10;2;11", "3;12", ""]
+
+
+def test_combine_validates_per_row_negative_counts():
+    with pytest.raises(DataError, match="candidate sequence row 1: expected 2 negatives"):
+        combine_neg_as_candidate_sequence(
+            pa.array(["1", "2"]), pa.array([["3", "4"], ["5"]]), 2, ";"
+        )
+    with pytest.raises(DataError, match="candidate sequence row 1"):
+        combine_neg_as_candidate_sequence(pa.array(["1", "2"]), pa.array(["3", "4", "5"]), 2, ";")
+
+
+def write_items_parquet_data(write_parquet):
+    return write_parquet(
+        "data.parquet",
+        {
+            "user_id": pa.array(["1", "2", "3", "4"]),
+            "item_id": pa.array(["1", "2", "3", "4"]),
+            "cat": pa.array(["1", "2", "3", "4"]),
+            "label": pa.array([1, 0, 1, 0]),
+        },
+    )
+
+
+def test_dataset_appends_negatives_to_item_side_features(
+    tmp_path, feature_configs, data_config, write_parquet
+):
+    path = write_items_parquet_data(write_parquet)
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 4 label_fields: "label" '
+        f'negative_sampler {{input_path: "{items_file(tmp_path)}" num_sample: 6 '
+        'attr_fields: "item_id" attr_fields: "cat" item_id_field: "item_id"}'
+    )
+    fs = create_features(
+        feature_configs(
+            'id_feature {feature_name: "user_id" embedding_dim: 4 num_buckets: 100}',
+            'id_feature {feature_name: "item_id" embedding_dim: 4 num_buckets: 100}',
+            'id_feature {feature_name: "cat" embedding_dim: 4 num_buckets: 100}',
+        ),
+        dc,
+    )
+    (b,) = list(ParquetDataset(dc, fs, path, mode="train"))
+    assert b.batch_size == 4
+    assert b.sparse_features["__BASE__"].keys() == ["user_id"]
+    neg = b.sparse_features["__NEG__"]
+    assert neg.stride() == 10
+    ids = neg["item_id"].values().tolist()
+    assert ids[:4] == [1, 2, 3, 4] and not set(ids[4:]) & {1, 2, 3, 4}
+    assert neg["cat"].values().tolist()[4:] == [i % 5 for i in ids[4:]]
+
+
+def test_dataset_builds_candidate_sequences_with_bare_attr_names(
+    tmp_path, feature_configs, data_config, write_parquet
+):
+    path = write_parquet(
+        "data.parquet",
+        {
+            "cand_seq__video_id": pa.array(["1", "2;3", "4"]),
+            "uih__video_id": pa.array(["5;6", "", "7"]),
+        },
+    )
+    items = tmp_path / "item.txt"
+    items.write_text(
+        "id:int64\tweight:float\tfeature:string\n" + "".join(f"{i}\t1\t{i}\n" for i in range(100))
+    )
+    dc = data_config(
+        "dataset_type: ParquetDataset batch_size: 3 "
+        f'negative_sampler {{input_path: "{items}" num_sample: 8 '
+        'attr_fields: "video_id" item_id_field: "cand_seq__video_id"}'
+    )
+    fs = create_features(
+        feature_configs(
+            'sequence_feature {sequence_name: "cand_seq" sequence_length: 50 sequence_delim: ";" '
+            'features {id_feature {feature_name: "video_id" embedding_dim: 4 num_buckets: 100}}}',
+            'sequence_feature {sequence_name: "uih" sequence_length: 50 sequence_delim: ";" '
+            'features {id_feature {feature_name: "video_id" embedding_dim: 4 num_buckets: 100}}}',
+        ),
+        dc,
+    )
+    (b,) = list(ParquetDataset(dc, fs, path, mode="train"))
+    cand = b.sparse_features["__BASE__"]["cand_seq__video_id"]
+    # 4 positives, 8 negatives wanted -> 2 per positive: rows of 3, 6 and 3 items
+    assert cand.lengths().tolist() == [3, 6, 3]
+    vals = cand.values().tolist()
+    assert vals[0] == 1 and vals[3] == 2 and vals[6] == 3 and vals[9] == 4
+    assert "__NEG__" not in b.sparse_features
+    assert b.sparse_features["__BASE__"]["uih__video_id"].lengths().tolist() == [2, 0, 1]

@@ -1,0 +1,1 @@
+"""Neural-network building blocks: MLP, towers, activations and sequence encoders."""
