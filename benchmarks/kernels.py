@@ -41,9 +41,7 @@ def make_inputs(lengths: list[int], device: str):
     g = torch.Generator().manual_seed(1)
     total = sum(lengths)
     offsets = torch.tensor([0, *lengths]).cumsum(0).to(device)
-    q, k, v, grad = (
-        torch.randn(total, HEADS, DIM, generator=g).to(device) for _ in range(4)
-    )
+    q, k, v, grad = (torch.randn(total, HEADS, DIM, generator=g).to(device) for _ in range(4))
     return [t.requires_grad_() for t in (q, k, v)], offsets, grad
 
 
@@ -65,9 +63,7 @@ def sdpa_padded(max_len, q, k, v, offsets):
 
 METHODS = {
     "jagged PYTORCH": lambda n, q, k, v, o: hstu_mha(n, ALPHA, q, k, v, o),
-    "jagged TRITON": lambda n, q, k, v, o: hstu_mha(
-        n, ALPHA, q, k, v, o, kernel=Kernel.TRITON
-    ),
+    "jagged TRITON": lambda n, q, k, v, o: hstu_mha(n, ALPHA, q, k, v, o, kernel=Kernel.TRITON),
     "padded dense": lambda n, q, k, v, o: padded_hstu_mha(n, ALPHA, q, k, v, o),
     "padded SDPA (softmax)": sdpa_padded,
 }

@@ -17,10 +17,7 @@ def _inputs(lengths, heads=2, attn_dim=8, hidden_dim=12, dtype=torch.float32):
     """Random jagged q, k, v (requiring grad) and their offsets."""
     offsets = make_offsets(lengths)
     total = int(offsets[-1])
-    q, k = (
-        torch.randn(total, heads, attn_dim, dtype=dtype, requires_grad=True)
-        for _ in range(2)
-    )
+    q, k = (torch.randn(total, heads, attn_dim, dtype=dtype, requires_grad=True) for _ in range(2))
     v = torch.randn(total, heads, hidden_dim, dtype=dtype, requires_grad=True)
     return q, k, v, offsets
 
@@ -118,9 +115,7 @@ def test_triton_matches_pytorch(variant, assert_matches):
     full_row=st.booleans(),
     with_targets=st.booleans(),
 )
-def test_triton_matches_pytorch_on_random_lengths(
-    lengths, heads, full_row, with_targets
-):
+def test_triton_matches_pytorch_on_random_lengths(lengths, heads, full_row, with_targets):
     max_len = 24
     if full_row:
         lengths[0] = max_len
@@ -128,9 +123,7 @@ def test_triton_matches_pytorch_on_random_lengths(
     targets = torch.tensor([n // 3 for n in lengths]) if with_targets else None
     outs, grads = [], []
     for kernel in ("TRITON", "PYTORCH"):
-        out = hstu_mha(
-            max_len, 0.7, q, k, v, offsets, num_targets=targets, kernel=kernel
-        )
+        out = hstu_mha(max_len, 0.7, q, k, v, offsets, num_targets=targets, kernel=kernel)
         outs.append(out)
         grads.append(torch.autograd.grad(out.sum(), (q, k, v)))
     assert outs[0].shape == (sum(lengths), heads, 4)
@@ -171,9 +164,7 @@ def test_dropout_only_in_training(kernel):
     torch.manual_seed(3)
     q, k, v, offsets = _inputs([16, 5])
     plain = hstu_mha(16, 1.0, q, k, v, offsets, kernel=kernel)
-    evaluated = hstu_mha(
-        16, 1.0, q, k, v, offsets, dropout_pr=0.5, training=False, kernel=kernel
-    )
+    evaluated = hstu_mha(16, 1.0, q, k, v, offsets, dropout_pr=0.5, training=False, kernel=kernel)
     torch.testing.assert_close(evaluated, plain)
     dropped = hstu_mha(16, 1.0, q, k, v, offsets, dropout_pr=0.5, kernel=kernel)
     assert not torch.allclose(dropped, plain)
@@ -181,9 +172,7 @@ def test_dropout_only_in_training(kernel):
 
 def test_pytorch_dropout_gradient_is_consistent():
     torch.manual_seed(4)
-    q, k, v, offsets = _inputs(
-        [6, 3], heads=1, attn_dim=3, hidden_dim=2, dtype=torch.float64
-    )
+    q, k, v, offsets = _inputs([6, 3], heads=1, attn_dim=3, hidden_dim=2, dtype=torch.float64)
 
     def fn(q, k, v):
         torch.manual_seed(7)  # same dropout mask on every evaluation
@@ -194,9 +183,7 @@ def test_pytorch_dropout_gradient_is_consistent():
 
 def test_triton_dropout_gradient_is_consistent():
     torch.manual_seed(5)
-    q, k, v, offsets = _inputs(
-        [5, 2], heads=1, attn_dim=2, hidden_dim=2, dtype=torch.float64
-    )
+    q, k, v, offsets = _inputs([5, 2], heads=1, attn_dim=2, hidden_dim=2, dtype=torch.float64)
 
     def fn(q, k, v):
         torch.manual_seed(7)  # the kernel seed is drawn from torch's generator

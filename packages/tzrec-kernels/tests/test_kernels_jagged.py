@@ -31,9 +31,7 @@ def _values(total, dim=3):
 def test_jagged_to_padded_dense_pads_and_truncates(kernel):
     values = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     offsets = make_offsets([1, 0, 3])
-    dense = jagged_to_padded_dense(
-        values, offsets, 2, padding_value=-1.0, kernel=kernel
-    )
+    dense = jagged_to_padded_dense(values, offsets, 2, padding_value=-1.0, kernel=kernel)
     expected = torch.tensor([[[1.0], [-1.0]], [[-1.0], [-1.0]], [[2.0], [3.0]]])
     assert torch.equal(dense, expected)
 
@@ -86,9 +84,7 @@ def test_last_without_default_gives_zeros(kernel):
 
 def test_mismatched_batches_raise():
     with pytest.raises(ValueError, match="batch sizes differ"):
-        concat_2d_jagged(
-            _values(1), make_offsets([1]), _values(1), make_offsets([1, 0])
-        )
+        concat_2d_jagged(_values(1), make_offsets([1]), _values(1), make_offsets([1, 0]))
 
 
 @settings(max_examples=10, deadline=None)

@@ -17,9 +17,7 @@ def test_group_norm_normalizes_each_head_separately():
     x = torch.cat([torch.randn(4, 3) * 5 + 3, torch.randn(4, 3)], dim=1)
     y = group_norm(x, num_groups=2).view(4, 2, 3)
     torch.testing.assert_close(y.mean(-1), torch.zeros(4, 2), atol=1e-5, rtol=0)
-    torch.testing.assert_close(
-        y.var(-1, unbiased=False), torch.ones(4, 2), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(4, 2), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,7 @@ def no_gpu_no_interpreter(monkeypatch):
     monkeypatch.setattr(kernel_mod, "_warned", set())
 
 
-def test_triton_without_gpu_degrades_to_pytorch_with_one_warning(
-    no_gpu_no_interpreter, caplog
-):
+def test_triton_without_gpu_degrades_to_pytorch_with_one_warning(no_gpu_no_interpreter, caplog):
     with caplog.at_level(logging.WARNING, logger="tzrec.kernels.kernel"):
         assert resolve_kernel("TRITON", torch.device("cpu")) is Kernel.PYTORCH
         assert resolve_kernel("TRITON") is Kernel.PYTORCH

@@ -126,9 +126,7 @@ def padded_hstu_mha(
     )
     attn = attn * mask.unsqueeze(1).to(attn.dtype)
     out = torch.einsum("bhnm,bmhd->bnhd", attn, pv)
-    out = dense_to_jagged(
-        out.reshape(batch, max_seq_len, heads * hidden_dim), seq_offsets, total
-    )
+    out = dense_to_jagged(out.reshape(batch, max_seq_len, heads * hidden_dim), seq_offsets, total)
     return out.view(total, heads, hidden_dim)
 
 
@@ -137,9 +135,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2])
 
 
-def _row_blocks(
-    n: int, t: int, c: int, m: int, causal: bool
-) -> list[tuple[int, int, int, bool]]:
+def _row_blocks(n: int, t: int, c: int, m: int, causal: bool) -> list[tuple[int, int, int, bool]]:
     """Split a row into query blocks: (start, end, key_end, needs_general_mask)."""
     plain = causal and t == 0 and c == 0 and m == 0
     blocks = []
@@ -208,9 +204,9 @@ class _JaggedHSTUAttention(torch.autograd.Function):
                 elif key_end > a:
                     # causal: mask the strict upper triangle of the diagonal tile
                     diag = scores[:, :, a:key_end]
-                    upper = torch.ones(
-                        b - a, key_end - a, dtype=torch.bool, device=q.device
-                    ).triu_(1)
+                    upper = torch.ones(b - a, key_end - a, dtype=torch.bool, device=q.device).triu_(
+                        1
+                    )
                     diag.masked_fill_(upper, _MASKED_SCORE)
                 attn = F.silu(scores)
                 keep = None
@@ -252,9 +248,7 @@ class _JaggedHSTUAttention(torch.autograd.Function):
             dq[:, s0 + a : s0 + b] = torch.baddbmm(
                 dscores.new_empty(()), dscores, kb, beta=0, alpha=alpha * inv_n
             )
-            dk[:, s0 : s0 + key_end].baddbmm_(
-                dscores.transpose(1, 2), qb, alpha=alpha * inv_n
-            )
+            dk[:, s0 : s0 + key_end].baddbmm_(dscores.transpose(1, 2), qb, alpha=alpha * inv_n)
         return (
             dq.transpose(0, 1),
             dk.transpose(0, 1),
@@ -271,9 +265,7 @@ def _check_inputs(q, k, v, seq_offsets) -> None:
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     if v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            f"v shape {tuple(v.shape)} does not match q shape {tuple(q.shape)}"
-        )
+        raise ValueError(f"v shape {tuple(v.shape)} does not match q shape {tuple(q.shape)}")
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1:
         raise ValueError("seq_offsets must be a 1-D tensor of B + 1 offsets")
 

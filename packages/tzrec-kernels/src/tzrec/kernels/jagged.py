@@ -57,9 +57,7 @@ def jagged_to_padded_dense(
 
         out = triton_jagged_to_padded_dense(values2, offsets, max_len, padding_value)
     elif _use_fbgemm(values2):
-        out = torch.ops.fbgemm.jagged_to_padded_dense(
-            values2, [offsets], [max_len], padding_value
-        )
+        out = torch.ops.fbgemm.jagged_to_padded_dense(values2, [offsets], [max_len], padding_value)
     else:
         batch = offsets.numel() - 1
         rows = _row_ids(offsets, values2.shape[0])
@@ -174,8 +172,7 @@ def jagged_last(
     dim = values.shape[1:]
     if default is not None and default.shape != dim:
         raise ValueError(
-            f"jagged_last: default shape {tuple(default.shape)} != item "
-            f"shape {tuple(dim)}"
+            f"jagged_last: default shape {tuple(default.shape)} != item shape {tuple(dim)}"
         )
     if resolve_kernel(kernel, values.device) == Kernel.TRITON:
         from tzrec.kernels.triton_jagged import triton_jagged_last

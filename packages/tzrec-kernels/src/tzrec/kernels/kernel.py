@@ -56,15 +56,12 @@ def to_kernel(kernel: Kernel | int | str) -> Kernel:
             return Kernel[kernel.upper()]
         except KeyError:
             raise ValueError(
-                f"unknown kernel {kernel!r}; expected one of "
-                f"{', '.join(k.name for k in Kernel)}"
+                f"unknown kernel {kernel!r}; expected one of {', '.join(k.name for k in Kernel)}"
             ) from None
     return Kernel(int(kernel))
 
 
-def resolve_kernel(
-    kernel: Kernel | int | str, device: torch.device | None = None
-) -> Kernel:
+def resolve_kernel(kernel: Kernel | int | str, device: torch.device | None = None) -> Kernel:
     """Return the kernel that will actually run for a request on `device`.
 
     `TRITON` runs when the Triton interpreter is enabled (`TRITON_INTERPRET=1`,

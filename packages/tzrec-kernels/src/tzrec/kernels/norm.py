@@ -41,8 +41,7 @@ def group_norm(
     """
     if x.dim() != 2 or x.shape[1] % num_groups != 0:
         raise ValueError(
-            f"group_norm expects x of shape (N, G*D) with G={num_groups}; "
-            f"got {tuple(x.shape)}"
+            f"group_norm expects x of shape (N, G*D) with G={num_groups}; got {tuple(x.shape)}"
         )
     width = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):

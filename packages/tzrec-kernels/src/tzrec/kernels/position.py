@@ -31,9 +31,7 @@ def timestamp_position_buckets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Position and time bucket (int64, shape (total,)) of every jagged item."""
     if time_bucket_fn not in ("sqrt", "log"):
-        raise ValueError(
-            f"time_bucket_fn must be 'sqrt' or 'log', not {time_bucket_fn!r}"
-        )
+        raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', not {time_bucket_fn!r}")
     total = timestamps.shape[0]
     lengths = seq_offsets[1:] - seq_offsets[:-1]
     rows = torch.repeat_interleave(
@@ -86,8 +84,7 @@ def add_timestamp_positional_embeddings(
     """
     if timestamps.shape[0] != seq_embeddings.shape[0]:
         raise ValueError(
-            f"timestamps has {timestamps.shape[0]} items, seq_embeddings "
-            f"{seq_embeddings.shape[0]}"
+            f"timestamps has {timestamps.shape[0]} items, seq_embeddings {seq_embeddings.shape[0]}"
         )
     pos_bucket, time_bucket = timestamp_position_buckets(
         seq_offsets,

@@ -97,10 +97,7 @@ def _hstu_fwd_kernel(
         offs_dq = tl.arange(0, BLOCK_DQ)
         offs_dv = tl.arange(0, BLOCK_DV)
         q = tl.load(
-            Q
-            + (start + offs_m[:, None]) * stride_qt
-            + hd * stride_qh
-            + offs_dq[None, :],
+            Q + (start + offs_m[:, None]) * stride_qt + hd * stride_qh + offs_dq[None, :],
             mask=(offs_m[:, None] < n) & (offs_dq[None, :] < DQ),
             other=0.0,
         )
@@ -111,10 +108,7 @@ def _hstu_fwd_kernel(
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             k = tl.load(
-                K
-                + (start + offs_n[:, None]) * stride_kt
-                + hd * stride_kh
-                + offs_dq[None, :],
+                K + (start + offs_n[:, None]) * stride_kt + hd * stride_kh + offs_dq[None, :],
                 mask=(offs_n[:, None] < n) & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
@@ -125,19 +119,13 @@ def _hstu_fwd_kernel(
                 keep = _keep(seed, pid_bh, offs_m, offs_n, N, pr)
                 p = tl.where(keep, p / (1.0 - pr), 0.0)
             v = tl.load(
-                V
-                + (start + offs_n[:, None]) * stride_vt
-                + hd * stride_vh
-                + offs_dv[None, :],
+                V + (start + offs_n[:, None]) * stride_vt + hd * stride_vh + offs_dv[None, :],
                 mask=(offs_n[:, None] < n) & (offs_dv[None, :] < DV),
                 other=0.0,
             )
             acc += tl.dot(p.to(v.dtype), v, input_precision="ieee")
         tl.store(
-            Out
-            + (start + offs_m[:, None]) * stride_ot
-            + hd * stride_oh
-            + offs_dv[None, :],
+            Out + (start + offs_m[:, None]) * stride_ot + hd * stride_oh + offs_dv[None, :],
             acc.to(Out.dtype.element_ty),
             mask=(offs_m[:, None] < n) & (offs_dv[None, :] < DV),
         )
@@ -200,18 +188,12 @@ def _hstu_bwd_dq_kernel(
         offs_dv = tl.arange(0, BLOCK_DV)
         row_ok = offs_m[:, None] < n
         q = tl.load(
-            Q
-            + (start + offs_m[:, None]) * stride_qt
-            + hd * stride_qh
-            + offs_dq[None, :],
+            Q + (start + offs_m[:, None]) * stride_qt + hd * stride_qh + offs_dq[None, :],
             mask=row_ok & (offs_dq[None, :] < DQ),
             other=0.0,
         )
         do = tl.load(
-            DO
-            + (start + offs_m[:, None]) * stride_dot
-            + hd * stride_doh
-            + offs_dv[None, :],
+            DO + (start + offs_m[:, None]) * stride_dot + hd * stride_doh + offs_dv[None, :],
             mask=row_ok & (offs_dv[None, :] < DV),
             other=0.0,
         )
@@ -223,18 +205,12 @@ def _hstu_bwd_dq_kernel(
             offs_n = start_n + tl.arange(0, BLOCK_N)
             col_ok = offs_n[:, None] < n
             k = tl.load(
-                K
-                + (start + offs_n[:, None]) * stride_kt
-                + hd * stride_kh
-                + offs_dq[None, :],
+                K + (start + offs_n[:, None]) * stride_kt + hd * stride_kh + offs_dq[None, :],
                 mask=col_ok & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
             v = tl.load(
-                V
-                + (start + offs_n[:, None]) * stride_vt
-                + hd * stride_vh
-                + offs_dv[None, :],
+                V + (start + offs_n[:, None]) * stride_vt + hd * stride_vh + offs_dv[None, :],
                 mask=col_ok & (offs_dv[None, :] < DV),
                 other=0.0,
             )
@@ -247,10 +223,7 @@ def _hstu_bwd_dq_kernel(
             ds = _dscores(s, dp, visible, inv_n)
             dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
         tl.store(
-            DQ_
-            + (start + offs_m[:, None]) * stride_dqt
-            + hd * stride_dqh
-            + offs_dq[None, :],
+            DQ_ + (start + offs_m[:, None]) * stride_dqt + hd * stride_dqh + offs_dq[None, :],
             (dq * alpha).to(DQ_.dtype.element_ty),
             mask=row_ok & (offs_dq[None, :] < DQ),
         )
@@ -308,18 +281,12 @@ def _hstu_bwd_dkdv_kernel(
         offs_dv = tl.arange(0, BLOCK_DV)
         col_ok = offs_n[:, None] < n
         k = tl.load(
-            K
-            + (start + offs_n[:, None]) * stride_kt
-            + hd * stride_kh
-            + offs_dq[None, :],
+            K + (start + offs_n[:, None]) * stride_kt + hd * stride_kh + offs_dq[None, :],
             mask=col_ok & (offs_dq[None, :] < DQ),
             other=0.0,
         )
         v = tl.load(
-            V
-            + (start + offs_n[:, None]) * stride_vt
-            + hd * stride_vh
-            + offs_dv[None, :],
+            V + (start + offs_n[:, None]) * stride_vt + hd * stride_vh + offs_dv[None, :],
             mask=col_ok & (offs_dv[None, :] < DV),
             other=0.0,
         )
@@ -333,18 +300,12 @@ def _hstu_bwd_dkdv_kernel(
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m[:, None] < n
             q = tl.load(
-                Q
-                + (start + offs_m[:, None]) * stride_qt
-                + hd * stride_qh
-                + offs_dq[None, :],
+                Q + (start + offs_m[:, None]) * stride_qt + hd * stride_qh + offs_dq[None, :],
                 mask=row_ok & (offs_dq[None, :] < DQ),
                 other=0.0,
             )
             do = tl.load(
-                DO
-                + (start + offs_m[:, None]) * stride_dot
-                + hd * stride_doh
-                + offs_dv[None, :],
+                DO + (start + offs_m[:, None]) * stride_dot + hd * stride_doh + offs_dv[None, :],
                 mask=row_ok & (offs_dv[None, :] < DV),
                 other=0.0,
             )
@@ -360,18 +321,12 @@ def _hstu_bwd_dkdv_kernel(
             ds = _dscores(s, dp, visible, inv_n)
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
         tl.store(
-            DK
-            + (start + offs_n[:, None]) * stride_dkt
-            + hd * stride_dkh
-            + offs_dq[None, :],
+            DK + (start + offs_n[:, None]) * stride_dkt + hd * stride_dkh + offs_dq[None, :],
             (dk * alpha).to(DK.dtype.element_ty),
             mask=col_ok & (offs_dq[None, :] < DQ),
         )
         tl.store(
-            DV_
-            + (start + offs_n[:, None]) * stride_dvt
-            + hd * stride_dvh
-            + offs_dv[None, :],
+            DV_ + (start + offs_n[:, None]) * stride_dvt + hd * stride_dvh + offs_dv[None, :],
             dv.to(DV_.dtype.element_ty),
             mask=col_ok & (offs_dv[None, :] < DV),
         )

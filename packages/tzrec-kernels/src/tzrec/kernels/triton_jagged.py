@@ -149,9 +149,7 @@ def _move_rows(src, index, num_dst, gather):
     dim = src.shape[1]
     dst = src.new_zeros((num_dst, dim))
     if index.numel() > 0 and dim > 0:
-        _move_rows_kernel[(index.numel(),)](
-            src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D
-        )
+        _move_rows_kernel[(index.numel(),)](src, dst, index, dim, GATHER=gather, BLOCK_D=_BLOCK_D)
     return dst
 
 
