@@ -17,6 +17,15 @@ from tzrec.models.losses import (
 from tzrec.protos import loss_pb2
 
 
+@pytest.fixture(autouse=True)
+def only_models_plugin(monkeypatch):
+    """Load just tzrec-models' plugin: fast, and independent of sibling packages."""
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-models")
+    plugins.reset_plugin_manager()
+    yield
+    plugins.reset_plugin_manager()
+
+
 def _cfg(text: str) -> loss_pb2.LossConfig:
     return text_format.Parse(text, loss_pb2.LossConfig())
 
@@ -57,7 +66,9 @@ def test_bce_matches_torch_and_label_smoothing():
     logits, labels = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1, 0, 1])
     loss = BinaryCrossEntropy()(logits, labels)
     torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(logits, labels.float()))
-    smooth = BinaryCrossEntropy(_cfg("binary_cross_entropy { label_smoothing: 0.2 }").binary_cross_entropy)
+    smooth = BinaryCrossEntropy(
+        _cfg("binary_cross_entropy { label_smoothing: 0.2 }").binary_cross_entropy
+    )
     expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([0.9, 0.1, 0.9]))
     torch.testing.assert_close(smooth(logits, labels), expected)
 

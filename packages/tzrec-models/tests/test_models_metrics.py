@@ -2,6 +2,7 @@ import pytest
 import torch
 from google.protobuf import text_format
 
+from tzrec.core import plugins
 from tzrec.core.errors import ConfigError
 from tzrec.models.metrics import (
     AUC,
@@ -16,6 +17,15 @@ from tzrec.models.metrics import (
     create_train_metric,
 )
 from tzrec.protos import metric_pb2
+
+
+@pytest.fixture(autouse=True)
+def only_models_plugin(monkeypatch):
+    """Load just tzrec-models' plugin: fast, and independent of sibling packages."""
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-models")
+    plugins.reset_plugin_manager()
+    yield
+    plugins.reset_plugin_manager()
 
 
 def _cfg(text: str) -> metric_pb2.MetricConfig:
@@ -124,36 +134,43 @@ def test_regression_and_accuracy_values():
     assert multi.compute().item() == pytest.approx(0.5)
 
 
-def _sync_worker(rank, world_size, init_file, out_file):
-    import torch.distributed as dist
+def _sync_as_if_distributed(a, b):
+    """Run torchmetrics' real reduction on ``a`` with ``b`` playing a second rank."""
+    from torchmetrics.utilities.data import dim_zero_cat
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
-    recall = RecallAtK(metric_pb2.RecallAtK(top_k=1))
-    gauc = GroupedAUC()
-    if rank == 0:
-        recall.update(torch.tensor([[0.9, 0.1]]))
-        gauc.update(torch.tensor([0.9, 0.2]), torch.tensor([1, 0]), torch.tensor([1, 2]))
-    else:
-        recall.update(torch.tensor([[0.1, 0.9], [0.1, 0.9]]))
-        gauc.update(torch.tensor([0.1, 0.8]), torch.tensor([0, 1]), torch.tensor([1, 2]))
-    result = (recall.compute().item(), gauc.compute().item())
-    if rank == 0:
-        torch.save(result, out_file)
-    dist.destroy_process_group()
+    def flat_states(m):
+        out = []
+        for attr, fn in m._reductions.items():
+            value = getattr(m, attr)
+            if isinstance(value, list):
+                out.append(
+                    dim_zero_cat(value) if fn is dim_zero_cat and len(value) > 1 else value[0]
+                )
+            else:
+                out.append(value)
+        return iter(out)
+
+    other = flat_states(b)
+    a._sync_dist(lambda tensor, group=None: [tensor, next(other)])
 
 
-def test_metrics_sync_across_two_processes(tmp_path):
-    """States from two gloo ranks are reduced: recall 1/3, groups split across ranks."""
-    import torch.multiprocessing as mp
+def test_metric_states_reduce_across_ranks():
+    a, b = RecallAtK(metric_pb2.RecallAtK(top_k=1)), RecallAtK(metric_pb2.RecallAtK(top_k=1))
+    a.update(torch.tensor([[0.9, 0.1]]))
+    b.update(torch.tensor([[0.1, 0.9], [0.1, 0.9]]))
+    _sync_as_if_distributed(a, b)
+    assert a.compute().item() == pytest.approx(1 / 3)
 
-    out = tmp_path / "result.pt"
-    mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)
-    recall, gauc = torch.load(out)
-    assert recall == pytest.approx(1 / 3)
-    # group 1: (0.9, pos) vs (0.1, neg) -> 1.0; group 2: (0.8, pos) vs (0.2, neg) -> 1.0
-    assert gauc == pytest.approx(1.0)
+
+def test_grouped_auc_groups_split_across_ranks_are_scored_whole():
+    a, b = GroupedAUC(), GroupedAUC()
+    a.update(torch.tensor([0.9, 0.2]), torch.tensor([1, 0]), torch.tensor([1, 2]))
+    a.update(torch.tensor([0.3]), torch.tensor([1]), torch.tensor([3]))
+    b.update(torch.tensor([0.1, 0.8]), torch.tensor([0, 1]), torch.tensor([1, 2]))
+    # alone, each rank sees one-label groups only
+    assert b.compute().item() == 0.0
+    _sync_as_if_distributed(a, b)
+    assert a.compute().item() == pytest.approx(1.0)
 
 
 def test_train_auc_uses_decay_auc_and_smooths():

@@ -100,9 +100,12 @@ def test_use_bn_and_use_ln_together_is_an_error():
 
 
 def test_return_hidden_layer_feature():
-    out = MLP(4, [3, 2], return_hidden_layer_feature=True)(torch.randn(2, 4))
+    mlp = MLP(4, [3, 2])
+    x = torch.randn(2, 4)
+    out = mlp.hidden_layer_features(x)
     assert set(out) == {"hidden_layer0", "hidden_layer1", "hidden_layer_end"}
     assert torch.equal(out["hidden_layer1"], out["hidden_layer_end"])
+    torch.testing.assert_close(out["hidden_layer_end"], mlp(x))
 
 
 def test_mlp_is_torchscriptable():

@@ -2,6 +2,7 @@ import pytest
 import torch
 from google.protobuf import text_format
 
+from tzrec.core import plugins
 from tzrec.core.errors import ConfigError
 from tzrec.models.modules.sequence import (
     DINEncoder,
@@ -14,6 +15,15 @@ from tzrec.models.modules.sequence import (
 from tzrec.protos import seq_encoder_pb2
 
 B, L, D = 4, 6, 8
+
+
+@pytest.fixture(autouse=True)
+def only_models_plugin(monkeypatch):
+    """Load just tzrec-models' plugin: fast, and independent of sibling packages."""
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-models")
+    plugins.reset_plugin_manager()
+    yield
+    plugins.reset_plugin_manager()
 
 
 def _cfg(text: str) -> seq_encoder_pb2.SeqEncoderConfig:
@@ -95,7 +105,9 @@ def test_pooling_mean_and_sum_values():
 
 def test_pooling_rejects_unknown_type():
     with pytest.raises(ValueError, match="pooling_type"):
-        PoolingEncoder(_cfg('pooling_encoder { input: "g" pooling_type: "max" }').pooling_encoder, 2)
+        PoolingEncoder(
+            _cfg('pooling_encoder { input: "g" pooling_type: "max" }').pooling_encoder, 2
+        )
 
 
 def test_max_seq_length_truncates():
@@ -174,3 +186,12 @@ def test_encode_without_query_is_a_clear_error():
     enc = SimpleAttention(_cfg(CONFIGS["simple_attention"]).simple_attention, D, D)
     with pytest.raises(ValueError, match="query"):
         enc.encode(torch.randn(B, L, D), torch.tensor([1, 2, 3, 4]))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_encoders_script_and_fx_trace_for_export(name):
+    enc = create_sequence_encoder(_cfg(CONFIGS[name]), {"g.sequence": D, "g.query": D}).eval()
+    x = _inputs()
+    expected = enc(x)
+    torch.testing.assert_close(torch.jit.script(enc)(x), expected)
+    torch.testing.assert_close(torch.fx.symbolic_trace(enc)(x), expected)

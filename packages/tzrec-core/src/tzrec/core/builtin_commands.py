@@ -24,15 +24,10 @@ from tzrec.core.config import (
     validate_pipeline_config,
     which_oneof,
 )
-from tzrec.core.errors import ConfigError, NotBuiltError, PluginError
+from tzrec.core.errors import ConfigError, PluginError
 from tzrec.protos import pipeline_pb2
 
 logger = logging.getLogger(__name__)
-
-ENGINE_PENDING = (
-    "the training engine is not built yet (it lands with the 'Training engine and core "
-    "models' issue)"
-)
 
 
 class PluginsCommand(Command):
@@ -124,13 +119,12 @@ class TrainCommand(Command):
         _add_train_args(parser, required=True)
 
     def run(self, args: argparse.Namespace) -> int:
-        """Validate the config and resolve its model, then train."""
+        """Validate the config and resolve its model, then train and evaluate."""
         config = load_for_command(args)
-        name, _ = resolve_model(config)
-        raise NotBuiltError(
-            f"{ENGINE_PENDING}; {args.pipeline_config_path} is valid and model "
-            f"'{name}' resolves to an installed plugin"
-        )
+        resolve_model(config)
+        result = _train(config, args)
+        _print_train_result(result)
+        return 0
 
 
 class EvalCommand(Command):
@@ -150,13 +144,18 @@ class EvalCommand(Command):
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        """Validate the config and resolve its model, then evaluate."""
+        """Evaluate a checkpoint and append the metrics to ``eval_result_filename``."""
+        from tzrec.core.engine.trainer import evaluate
+
         config = load_for_command(args)
-        name, _ = resolve_model(config)
-        raise NotBuiltError(
-            f"{ENGINE_PENDING}; {args.pipeline_config_path} is valid and model "
-            f"'{name}' resolves to an installed plugin"
-        )
+        resolve_model(config)
+        result = evaluate(config, args.checkpoint_path, args.eval_result_filename)
+        if _is_rank_zero():
+            print(
+                f"tzrec eval: {result['checkpoint']} (step {result['global_step']}): "
+                f"{_metrics_line(result['metrics'])}"
+            )
+        return 0
 
 
 class RunCommand(Command):
@@ -195,14 +194,51 @@ class RunCommand(Command):
             args.pipeline_config_path = str(examples[args.example].load()(work_dir))
             print(f"tzrec run: pipeline config {args.pipeline_config_path}")
         config = load_for_command(args)
-        name, _ = resolve_model(config)
+        resolve_model(config)
         exporters = plugins.get_plugin_manager().registry("exporters")
         if "default" not in exporters:
             raise PluginError(
                 "tzrec run exports the trained model but no exporter is installed: "
                 "pip install tzrec-export"
             )
-        raise NotBuiltError(
-            f"{ENGINE_PENDING}; {args.pipeline_config_path} is valid, model '{name}' "
-            "and the exporter resolve to installed plugins"
-        )
+        result = _train(config, args)
+        _print_train_result(result)
+        export_dir = args.export_dir or str(Path(config.model_dir) / "export")
+        exporters["default"].load()(config, config.model_dir, export_dir)
+        if _is_rank_zero():
+            print(f"tzrec run: exported to {export_dir}")
+        return 0
+
+
+def _is_rank_zero() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "(no metrics configured)"
+
+
+def _train(config: pipeline_pb2.EasyRecConfig, args: argparse.Namespace) -> dict:
+    from tzrec.core.engine.trainer import train_and_evaluate
+
+    return train_and_evaluate(
+        config,
+        continue_train=args.continue_train,
+        fine_tune_checkpoint=args.fine_tune_checkpoint,
+        ignore_restore_optimizer=args.ignore_restore_optimizer,
+    )
+
+
+def _print_train_result(result: dict) -> None:
+    if not _is_rank_zero():
+        return
+    data = result.get("data") or {}
+    skipped = data.get("rows_skipped", 0)
+    print(
+        f"tzrec train: {result['global_step']} steps ({result['steps_per_second']:.1f} steps/s), "
+        f"checkpoint {result['checkpoint']}" + (f", {skipped} bad rows skipped" if skipped else "")
+    )
+    print(f"tzrec train: eval {_metrics_line(result['metrics'])}")
+    print(f"tzrec train: metrics log {Path(result['model_dir']) / 'train_eval_result.txt'}")

@@ -35,7 +35,11 @@ def register_models(register: Register) -> None:
 def register_samplers(register: Register) -> None:
     """Register negative samplers by their ``DataConfig`` sampler oneof name.
 
-    ``obj`` is a class constructed as ``cls(sampler_config, input_fields, batch_size)``.
+    ``obj`` is a class constructed as ``cls(sampler_config, input_fields, batch_size,
+    is_training=True, multival_sep=<data_config.fg_encoded_multival_sep>, seed=0)``
+    where ``input_fields`` are the ``pyarrow.Field`` s of the input;
+    ``get(inputs, num_sample=None, exact=False)`` returns the sampled items' attribute
+    columns as ``dict[str, pyarrow.Array]``.
     """
 
 
@@ -43,7 +47,9 @@ def register_samplers(register: Register) -> None:
 def register_datasets(register: Register) -> None:
     """Register dataset readers by their ``DatasetType`` enum name (``ParquetDataset``).
 
-    ``obj`` is a class constructed as ``cls(data_config, features, input_path, **kwargs)``.
+    ``obj`` is an iterable dataset class constructed as ``cls(data_config, features,
+    input_path, mode="train"|"eval"|"predict", reserved_columns=None, on_bad_row=None,
+    rank=None, world_size=None, batch_size=None, seed=0)`` yielding ``tzrec.data.Batch``.
     """
 
 

@@ -29,6 +29,20 @@ _METRICS = {
 }
 
 
+_MODELS = {
+    "dssm": "tzrec.models.models.match:DSSM",
+    "multi_tower": "tzrec.models.models.rank:MultiTower",
+    "multi_tower_din": "tzrec.models.models.rank:MultiTowerDIN",
+}
+
+
+@hookimpl
+def register_models(register: Register) -> None:
+    """Models by ``ModelConfig`` oneof name."""
+    for name, target in _MODELS.items():
+        register(name, target)
+
+
 @hookimpl
 def register_sequence_encoders(register: Register) -> None:
     """Sequence encoders by ``SeqEncoderConfig`` oneof name."""

@@ -441,7 +441,7 @@ def build_lr_scheduler(
     kwargs: dict[str, Any] = {}
     for field in sub.DESCRIPTOR.fields:
         value = getattr(sub, field.name)
-        kwargs[field.name] = list(value) if field.label == field.LABEL_REPEATED else value
+        kwargs[field.name] = list(value) if field.is_repeated else value
     if name in ("exponential_decay_learning_rate", "cosine_annealing_learning_rate") and not (
         sub.HasField("decay_size" if "decay" in name else "T_max")
     ):

@@ -136,6 +136,17 @@ class BaseDataset(IterableDataset):
             self.features, self.label_fields, self.sample_weight_fields, self.reserved_columns
         )
 
+    @classmethod
+    def create_features(cls, feature_configs: Any, data_config: Any) -> list[BaseFeature]:
+        """Features for this reader (lets the model-agnostic engine build them by plugin)."""
+        from tzrec.data.features import create_features
+
+        return create_features(feature_configs, data_config)
+
+    def make_dataloader(self, pin_memory: bool | None = None) -> DataLoader:
+        """A DataLoader over this dataset (see :func:`create_dataloader`)."""
+        return create_dataloader(self, pin_memory)
+
     # ---- to be provided by readers -----------------------------------------------------
     def _file_schema_names(self, path: str) -> list[str] | None:
         """Column names of a file, ``None`` for an empty file without a schema."""

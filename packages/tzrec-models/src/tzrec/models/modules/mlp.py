@@ -96,8 +96,10 @@ class MLP(nn.Module):
         dropout_ratio: one ratio for all layers, or one per layer.
         use_ln: layer-normalise each layer.
         dim: rank of the input, 2 for ``(B, C)`` or 3 for ``(B, L, C)``.
-        return_hidden_layer_feature: return a dict of every layer's output
-            (``hidden_layer{i}`` and ``hidden_layer_end``) instead of the last one.
+
+    ``forward`` returns the last layer's output; :meth:`hidden_layer_features` returns every
+    layer's (upstream's ``return_hidden_layer_feature``), so ``forward`` has one return type
+    and scripts cleanly.
     """
 
     def __init__(
@@ -110,14 +112,12 @@ class MLP(nn.Module):
         dropout_ratio: float | Sequence[float] | None = None,
         use_ln: bool = False,
         dim: int = 2,
-        return_hidden_layer_feature: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_units = [int(u) for u in hidden_units]
         if not self.hidden_units:
             raise ValueError("MLP: hidden_units must name at least one layer")
         self.dropout_ratio = _dropout_per_layer(dropout_ratio, len(self.hidden_units))
-        self.return_hidden_layer_feature = return_hidden_layer_feature
         widths = [in_features, *self.hidden_units]
         self.mlp = nn.ModuleList(
             Perceptron(
@@ -142,12 +142,14 @@ class MLP(nn.Module):
         """Width of the output."""
         return self.hidden_units[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layers in order."""
-        if not self.return_hidden_layer_feature:
-            for layer in self.mlp:
-                x = layer(x)
-            return x
+        for layer in self.mlp:
+            x = layer(x)
+        return x
+
+    def hidden_layer_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every layer's output: ``hidden_layer{i}`` and ``hidden_layer_end`` (the last)."""
         hidden: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.mlp):
             x = layer(x)

@@ -27,9 +27,13 @@ def _valid_mask(sequence_length: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim restricted to ``mask``; all-masked rows give zeros."""
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1) * mask.to(scores.dtype)
+    """Softmax over the last dim restricted to ``mask``; all-masked rows give zeros.
+
+    Computed in float32 with a finite fill value, so an all-masked row is uniform (not NaN)
+    before the mask zeroes it, and its gradients stay finite.
+    """
+    filled = scores.float().masked_fill(~mask, -1e9)
+    return (torch.softmax(filled, dim=-1) * mask.float()).to(scores.dtype)
 
 
 class SequenceEncoder(nn.Module):
@@ -301,6 +305,7 @@ class MultiWindowDINEncoder(_QueryEncoder):
             )
         self._windows_len = windows
         total = sum(windows)
+        self._total_len = total
         starts = [sum(windows[:i]) for i in range(len(windows))]
         window_of_step = torch.zeros(len(windows), total)
         for i, (start, size) in enumerate(zip(starts, windows, strict=True)):
@@ -323,8 +328,7 @@ class MultiWindowDINEncoder(_QueryEncoder):
         query: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, sequence_dim * (W + 1))``: per-window means, then the query."""
-        total = self.window_of_step.size(1)
-        sequence = sequence[:, :total, :]
+        sequence = sequence[:, : self._total_len, :]
         seq_len = sequence.size(1)
         q = self._pad_query(_require_query(query, "multi_window_din_encoder"))
         queries = q.unsqueeze(1).expand(-1, seq_len, -1)
@@ -332,7 +336,8 @@ class MultiWindowDINEncoder(_QueryEncoder):
         scores = self.active(self.linear(self.mlp(attn_in)))  # (B, L, 1)
         mask = _valid_mask(sequence_length, seq_len).unsqueeze(2).to(sequence.dtype)
         weighted = scores * mask * sequence
-        windows = torch.einsum("wl,bld->bwd", self.window_of_step[:, :seq_len], weighted)
+        weighted = F.pad(weighted, (0, 0, 0, self._total_len - seq_len))
+        windows = torch.einsum("wl,bld->bwd", self.window_of_step, weighted)
         count = torch.minimum(
             sequence_length.unsqueeze(1) - self.window_start.unsqueeze(0),
             self.window_len.unsqueeze(0),

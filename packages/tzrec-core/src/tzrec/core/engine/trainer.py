@@ -1,0 +1,504 @@
+"""Train and evaluate any registered model on any registered dataset.
+
+The engine is model-agnostic: the dataset class comes from the ``datasets`` registry (by
+``data_config.dataset_type``), the model class from the ``models`` registry (by the config's
+model oneof). A model provides ``predict``, ``loss``, ``update_metric``, ``compute_metric``
+and ``reset_metric`` (see ``tzrec.models.models.base``).
+
+Embedding tables are sharded by torchrec's ``DistributedModelParallel`` in every run, a
+single CPU process included (gloo with world size 1), so one code path covers
+``tzrec train`` and ``torchrun --nproc_per_node=N -m tzrec.core.cli train``. Embedding
+tables are updated by fused optimizers applied in backward; dense parameters by the dense
+optimizer. Checkpoints are written with ``torch.distributed.checkpoint`` into a temporary
+directory that rank 0 renames into place once complete, so a run killed mid-save resumes
+from the previous checkpoint, and a checkpoint written by N processes loads in one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tzrec.core import plugins
+from tzrec.core.config import provided_by, save_message, which_oneof
+from tzrec.core.engine.checkpoint import CKPT_PREFIX, DONE_FILE, TMP_PREFIX, CheckpointManager
+from tzrec.core.engine.optim import (
+    build_lr_scheduler,
+    clip_gradients,
+    dense_optimizer_class_and_kwargs,
+    gradient_clipping_kwargs,
+    sparse_optimizer_class_and_kwargs,
+)
+from tzrec.core.engine.summary import ProgressReporter, Summary
+from tzrec.core.errors import ConfigError
+from tzrec.protos import data_pb2, pipeline_pb2
+
+logger = logging.getLogger(__name__)
+
+TRAIN_EVAL_RESULT_FILENAME = "train_eval_result.txt"
+PIPELINE_CONFIG_FILENAME = "pipeline.config"
+STATE_DIR = "state"
+EXTRA_FILE = "extra.json"
+
+
+class TrainWrapper(nn.Module):
+    """``forward(batch) -> (total_loss, (losses, predictions, batch))`` around a model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, tuple[dict, dict, Any]]:
+        """Predict, compute the named losses and their sum."""
+        predictions = self.model.predict(batch)
+        losses = self.model.loss(predictions, batch)
+        total = torch.stack([v.reshape(()) for v in losses.values()]).sum()
+        return total, (
+            {k: v.detach() for k, v in losses.items()},
+            {k: v.detach() for k, v in predictions.items()},
+            batch,
+        )
+
+
+# -- process group ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed() -> torch.device:
+    """Join (or create, for a single process) the process group; return this rank's device."""
+    if not dist.is_initialized():
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        if world == 1:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes files and prints progress."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (fixed seeds give identical first losses on CPU)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def dataset_class(config: pipeline_pb2.EasyRecConfig) -> Any:
+    """The registered reader for ``data_config.dataset_type``."""
+    name = data_pb2.DatasetType.Name(config.data_config.dataset_type)
+    return plugins.get("datasets", name)
+
+
+def build_dataset(
+    config: pipeline_pb2.EasyRecConfig,
+    features: list[Any],
+    input_path: str,
+    mode: str,
+    **kwargs: Any,
+) -> Any:
+    """A dataset of the configured type over ``input_path``."""
+    if not input_path:
+        raise ConfigError(f"no input path for {mode}: set the {mode}_input_path field or flag")
+    return dataset_class(config)(config.data_config, features, input_path, mode=mode, **kwargs)
+
+
+def build_model(config: pipeline_pb2.EasyRecConfig, features: list[Any]) -> nn.Module:
+    """The configured model, built from the features a dataset resolved."""
+    mc = config.model_config
+    chosen = which_oneof(mc, "model")
+    if chosen is None:
+        raise ConfigError("model_config sets no model")
+    cls = plugins.get("models", chosen[0], provided_by(mc, chosen[0]))
+    return cls(
+        mc,
+        features,
+        list(config.data_config.label_fields),
+        sample_weights=list(config.data_config.sample_weight_fields),
+    )
+
+
+def _embedding_modules(module: nn.Module) -> list[nn.Module]:
+    from torchrec import EmbeddingBagCollection, EmbeddingCollection
+
+    return [
+        m for m in module.modules() if isinstance(m, EmbeddingBagCollection | EmbeddingCollection)
+    ]
+
+
+@dataclass
+class TrainState:
+    """What resuming needs besides model and optimizer tensors."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+
+class Engine:
+    """A model wrapped for (distributed) training: DMP, optimizers, schedules, checkpoints.
+
+    Args:
+        config: the pipeline config.
+        model: the model (from :func:`build_model`).
+        device: from :func:`init_distributed`.
+        train: build optimizers (False for evaluation only).
+    """
+
+    def __init__(
+        self,
+        config: pipeline_pb2.EasyRecConfig,
+        model: nn.Module,
+        device: torch.device,
+        train: bool,
+    ) -> None:
+        from torch.distributed.optim import _apply_optimizer_in_backward
+        from torchrec.distributed.model_parallel import DistributedModelParallel
+        from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+        from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+        self.config = config
+        self.model = model
+        self.device = device
+        tc = config.train_config
+        wrapper = TrainWrapper(model)
+        if train:
+            if (
+                not tc.HasField("sparse_optimizer")
+                or which_oneof(tc.sparse_optimizer, "optimizer") is None
+            ):
+                raise ConfigError("train_config.sparse_optimizer: set an optimizer for embeddings")
+            if (
+                not tc.HasField("dense_optimizer")
+                or which_oneof(tc.dense_optimizer, "optimizer") is None
+            ):
+                raise ConfigError(
+                    "train_config.dense_optimizer: set an optimizer for dense weights"
+                )
+            sparse_cls, sparse_kwargs = sparse_optimizer_class_and_kwargs(tc.sparse_optimizer)
+            for emb in _embedding_modules(wrapper):
+                _apply_optimizer_in_backward(sparse_cls, emb.parameters(), sparse_kwargs)
+        self.dmp = DistributedModelParallel(wrapper, device=device)
+        self.optimizer: Any = None
+        self.schedulers: list[Any] = []
+        self.clip_config: Any = None
+        if train:
+            dense_cls, dense_kwargs = dense_optimizer_class_and_kwargs(tc.dense_optimizer)
+            dense_params = dict(in_backward_optimizer_filter(self.dmp.named_parameters()))
+            dense = KeyedOptimizerWrapper(dense_params, lambda ps: dense_cls(ps, **dense_kwargs))
+            self.optimizer = CombinedOptimizer([self.dmp.fused_optimizer, dense])
+            self.schedulers = [build_lr_scheduler(dense, tc.dense_optimizer)]
+            if tc.HasField("grad_clipping") and gradient_clipping_kwargs(tc.grad_clipping):
+                self.clip_config = tc.grad_clipping
+
+    def learning_rates(self) -> dict[str, float]:
+        """Current dense learning rate(s)."""
+        if not self.schedulers:
+            return {}
+        return {f"g{i}": lr for i, lr in enumerate(self.schedulers[0].get_last_lr())}
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """Forward, backward, clip and step; returns the batch's losses as floats."""
+        self.dmp.train()
+        batch = batch.to(self.device)
+        self.optimizer.zero_grad()
+        loss, (losses, _, _) = self.dmp(batch)
+        loss.backward()
+        if self.clip_config is not None:
+            params = [p for p in self.dmp.parameters() if p.grad is not None]
+            clip_gradients(params, self.clip_config)
+        self.optimizer.step()
+        for sched in self.schedulers:
+            sched.step()
+        return {k: float(v) for k, v in losses.items()}
+
+    def evaluate(
+        self, dataloader: Any, max_steps: int = 0, desc: str = "Evaluating"
+    ) -> dict[str, float]:
+        """Metrics over ``dataloader`` (synchronised across ranks by the metrics)."""
+        self.dmp.eval()
+        self.model.reset_metric()
+        progress = ProgressReporter(desc)
+        steps = 0
+        with torch.no_grad():
+            for batch in dataloader:
+                _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
+                self.model.update_metric(predictions, batch)
+                steps += 1
+                progress.update(steps, losses)
+                if max_steps and steps >= max_steps:
+                    break
+        progress.close()
+        return self.model.compute_metric()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model (and optimizer) tensors for ``torch.distributed.checkpoint``."""
+        state: dict[str, Any] = {"model": self.dmp.state_dict()}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def save(self, manager: CheckpointManager, state: TrainState) -> Path:
+        """Write ``model.ckpt-<step>`` atomically (all ranks take part)."""
+        import torch.distributed.checkpoint as dcp
+
+        final = manager.path_for(state.global_step)
+        tmp = manager.model_dir / f"{TMP_PREFIX}{final.name}"
+        if is_rank_zero():
+            manager.model_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        _barrier()
+        dcp.save(self.state_dict(), checkpoint_id=str(tmp / STATE_DIR))
+        _barrier()
+        if is_rank_zero():
+            (tmp / EXTRA_FILE).write_text(json.dumps(state.__dict__))
+            with open(tmp / DONE_FILE, "w", encoding="utf-8") as f:
+                json.dump({"step": state.global_step, "files": [STATE_DIR, EXTRA_FILE]}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            manager.prune()
+            logger.info("saved checkpoint %s", final)
+        _barrier()
+        return final
+
+    def restore(self, path: Path, with_optimizer: bool = True) -> TrainState:
+        """Load model (and optimizer) tensors and the train state from a checkpoint."""
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": self.dmp.state_dict()}
+        if with_optimizer and self.optimizer is not None:
+            self.optimizer.init_state()
+            state["optimizer"] = self.optimizer.state_dict()
+        try:
+            dcp.load(state, checkpoint_id=str(path / STATE_DIR))
+        except Exception as e:
+            raise ConfigError(
+                f"{path}: checkpoint does not match this model ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:300]}); was it trained with a different config?"
+            ) from None
+        self.dmp.load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        extra_file = path / EXTRA_FILE
+        extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
+        logger.info("restored %s", path)
+        return TrainState(**extra)
+
+
+# -- loops --------------------------------------------------------------------------------
+
+
+def _batches(dataset: Any, epoch: int, skip: int) -> Iterator[Any]:
+    dataset.set_epoch(epoch)
+    for i, batch in enumerate(dataset.make_dataloader()):
+        if i < skip:
+            continue
+        yield batch
+
+
+def _append_result(path: Path, step: int, metrics: dict[str, float]) -> None:
+    if not is_rank_zero():
+        return
+    line = json.dumps({"global_step": step, **dict(sorted(metrics.items()))})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}:{v:.6f}" for k, v in metrics.items())
+
+
+def train_and_evaluate(
+    config: pipeline_pb2.EasyRecConfig,
+    continue_train: bool = False,
+    fine_tune_checkpoint: str | None = None,
+    ignore_restore_optimizer: bool = False,
+) -> dict[str, Any]:
+    """Train with evaluation at every checkpoint; return the final step and metrics."""
+    device = init_distributed()
+    tc = config.train_config
+    seed_everything(int(os.environ.get("TZREC_SEED", "2024")))
+    model_dir = Path(config.model_dir)
+    manager = CheckpointManager(model_dir, tc.keep_checkpoint_max)
+    latest, _ = manager.latest()
+    if latest is not None and not continue_train:
+        raise ConfigError(
+            f"{model_dir} already holds checkpoints ({latest.name}); pass --continue_train to "
+            "resume, or choose another --model_dir"
+        )
+    features = dataset_class(config).create_features(config.feature_configs, config.data_config)
+    train_ds = build_dataset(config, features, config.train_input_path, "train")
+    eval_ds = (
+        build_dataset(config, features, config.eval_input_path, "eval")
+        if config.eval_input_path
+        else None
+    )
+    model = build_model(config, train_ds.features)
+    engine = Engine(config, model, device, train=True)
+    if is_rank_zero():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        save_message(config, model_dir / PIPELINE_CONFIG_FILENAME)
+    state = TrainState()
+    if continue_train and latest is not None:
+        state = engine.restore(latest, with_optimizer=not ignore_restore_optimizer)
+    else:
+        ft = fine_tune_checkpoint or tc.fine_tune_checkpoint
+        if ft:
+            ft_path = CheckpointManager(ft, is_writer=False).resolve(ft)
+            engine.restore(ft_path, with_optimizer=False)
+            logger.info("fine-tuning from %s", ft_path)
+    num_epochs = int(tc.num_epochs) if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
+    num_steps = int(tc.num_steps)
+    save_steps = int(tc.save_checkpoints_steps)
+    save_epochs = int(tc.save_checkpoints_epochs)
+    log_steps = max(int(tc.log_step_count_steps), 1)
+    summary = Summary(model_dir, enabled=is_rank_zero() and tc.use_tensorboard)
+    result_file = model_dir / TRAIN_EVAL_RESULT_FILENAME
+    eval_steps = int(config.eval_config.num_steps)
+    last_metrics: dict[str, float] = {}
+    last_saved = state.global_step if latest is not None and continue_train else -1
+
+    def checkpoint_and_eval() -> None:
+        nonlocal last_metrics, last_saved
+        if last_saved == state.global_step:
+            return
+        engine.save(manager, state)
+        last_saved = state.global_step
+        if eval_ds is not None:
+            last_metrics = engine.evaluate(
+                eval_ds.make_dataloader(), eval_steps, f"Evaluating step {state.global_step}"
+            )
+            summary.log_eval(state.global_step, last_metrics)
+            _append_result(result_file, state.global_step, last_metrics)
+            if is_rank_zero():
+                logger.info("eval at step %d: %s", state.global_step, _format_metrics(last_metrics))
+
+    progress = ProgressReporter("Training", total=num_steps or None, start_step=state.global_step)
+    start = time.monotonic()
+    start_step = state.global_step
+    done = bool(num_steps) and state.global_step >= num_steps
+    epoch = state.epoch
+    while not done and (num_epochs == 0 or epoch < num_epochs):
+        skip = state.batches_in_epoch if epoch == state.epoch else 0
+        state.epoch, state.batches_in_epoch = epoch, skip
+        seen = 0
+        for batch in _batches(train_ds, epoch, skip):
+            seen += 1
+            losses = engine.train_step(batch)
+            state.global_step += 1
+            state.batches_in_epoch += 1
+            progress.update(state.global_step, losses, engine.learning_rates())
+            if state.global_step % log_steps == 0:
+                summary.log_train(state.global_step, losses, engine.learning_rates())
+            if save_steps and state.global_step % save_steps == 0:
+                checkpoint_and_eval()
+            if num_steps and state.global_step >= num_steps:
+                done = True
+                break
+        if done:
+            break
+        epoch += 1
+        state.epoch, state.batches_in_epoch = epoch, 0
+        if save_epochs and epoch % save_epochs == 0:
+            checkpoint_and_eval()
+        if seen == 0 and skip == 0:
+            break  # an empty epoch: more epochs would be empty too
+    progress.close()
+    elapsed = time.monotonic() - start
+    steps = state.global_step - start_step
+    if steps == 0 and start_step == 0:
+        raise ConfigError(
+            f"{config.train_input_path}: training read no batches (empty input, or every row "
+            "skipped)"
+        )
+    checkpoint_and_eval()
+    summary.close()
+    stats = getattr(train_ds, "summary", {})
+    result = {
+        "global_step": state.global_step,
+        "steps_per_second": steps / elapsed if elapsed > 0 else 0.0,
+        "metrics": last_metrics,
+        "model_dir": str(model_dir),
+        "checkpoint": str(manager.path_for(state.global_step)),
+        "data": dict(stats) if isinstance(stats, dict) else {},
+    }
+    return result
+
+
+def evaluate(
+    config: pipeline_pb2.EasyRecConfig,
+    checkpoint_path: str | None = None,
+    eval_result_filename: str = "eval_result.txt",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint (default: the latest in model_dir) on the eval input."""
+    device = init_distributed()
+    manager = CheckpointManager(config.model_dir, is_writer=False)
+    try:
+        path = manager.resolve(checkpoint_path)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    if path is None:
+        raise ConfigError(f"{config.model_dir}: no checkpoint to evaluate; train first")
+    features = dataset_class(config).create_features(config.feature_configs, config.data_config)
+    eval_ds = build_dataset(config, features, config.eval_input_path, "eval")
+    model = build_model(config, eval_ds.features)
+    engine = Engine(config, model, device, train=False)
+    state = engine.restore(path, with_optimizer=False)
+    metrics = engine.evaluate(eval_ds.make_dataloader(), int(config.eval_config.num_steps))
+    _append_result(Path(config.model_dir) / eval_result_filename, state.global_step, metrics)
+    return {"global_step": state.global_step, "metrics": metrics, "checkpoint": str(path)}
+
+
+__all__ = [
+    "CKPT_PREFIX",
+    "Engine",
+    "TrainState",
+    "TrainWrapper",
+    "build_dataset",
+    "build_model",
+    "evaluate",
+    "init_distributed",
+    "train_and_evaluate",
+]

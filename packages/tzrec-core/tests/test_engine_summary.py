@@ -1,0 +1,102 @@
+import json
+import logging
+
+import pytest
+import torch
+
+from tzrec.core.engine.summary import (
+    EVAL_RESULT_FILENAME,
+    TRAIN_EVAL_RESULT_FILENAME,
+    ProgressReporter,
+    Summary,
+    best_eval_step,
+    learning_rates,
+    read_eval_results,
+    write_eval_result,
+)
+
+
+def _scalars(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_summary_writes_losses_total_lr_and_metrics(tmp_path):
+    with Summary(tmp_path, enabled=True) as summary:
+        summary.log_train(
+            5, {"bce": torch.tensor(0.5), "l2": 0.25}, lrs=[0.1, 0.01], metrics={"auc": 0.7}
+        )
+        summary.log_eval(5, {"recall@5": torch.tensor(0.3)})
+    scalars = _scalars(tmp_path)
+    assert scalars["loss/bce"] == [(5, pytest.approx(0.5))]
+    assert scalars["loss/total"] == [(5, pytest.approx(0.75))]
+    assert scalars["lr/g0"] == [(5, pytest.approx(0.1))]
+    assert scalars["lr/g1"] == [(5, pytest.approx(0.01))]
+    assert scalars["metric/auc"] == [(5, pytest.approx(0.7))]
+    assert scalars["metric/recall@5"] == [(5, pytest.approx(0.3))]
+
+
+def test_summary_is_a_no_op_off_rank_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    summary = Summary(tmp_path / "tb")
+    assert summary.enabled is False
+    summary.log_train(1, {"loss": 1.0})
+    summary.close()
+    assert not (tmp_path / "tb").exists()
+
+
+def test_learning_rates_reads_every_param_group():
+    p = torch.nn.Parameter(torch.zeros(1))
+    q = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 0.1}, {"params": [q], "lr": 0.2}])
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    assert learning_rates(opt, opt2) == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_progress_reporter_formats_and_counts(capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        with ProgressReporter("Training", total=10, enabled=True, log_interval_s=0) as bar:
+            bar.update(3, {"a": torch.tensor(0.5), "b": 0.25}, lrs=[0.001], metrics={"auc": 0.6})
+            assert bar.step == 3
+            assert bar.steps_per_second() > 0
+            text = bar.format({"a": 0.5, "b": 0.25}, [0.001], {"auc": 0.6})
+    assert text == "lr_g0:0.00100 a:0.50000 b:0.25000 total_loss:0.75000 auc:0.60000"
+    err = capsys.readouterr().err
+    assert "Training" in err and "3/10" in err
+    assert "Training step 3" in caplog.text and "steps/s" in caplog.text
+
+
+def test_progress_reporter_disabled_off_rank_zero(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "2")
+    bar = ProgressReporter("Training", total=5)
+    bar.update(2, {"loss": 1.0})
+    bar.close()
+    assert bar.enabled is False and capsys.readouterr().err == ""
+
+
+def test_eval_result_file_has_one_sorted_json_line_per_eval(tmp_path):
+    path = tmp_path / TRAIN_EVAL_RESULT_FILENAME
+    write_eval_result(path, 100, {"recall@5": torch.tensor(0.2), "auc": 0.7}, enabled=True)
+    write_eval_result(path, 200, {"recall@5": 0.4, "auc": 0.6}, enabled=True)
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0]) == {"global_step": 100, "auc": 0.7, "recall@5": pytest.approx(0.2)}
+    assert list(json.loads(lines[0])) == ["global_step", "auc", "recall@5"]
+    assert [r["global_step"] for r in read_eval_results(path)] == [100, 200]
+    assert best_eval_step(path, "auc") == 100
+    assert best_eval_step(path, "recall@5") == 200
+    assert best_eval_step(path, "auc", larger_is_better=False) == 200
+    with pytest.raises(KeyError, match="several metrics"):
+        best_eval_step(path)
+    with pytest.raises(KeyError, match="no metric 'gauc'"):
+        best_eval_step(path, "gauc")
+
+
+def test_eval_result_not_written_off_rank_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert write_eval_result(tmp_path / EVAL_RESULT_FILENAME, 1, {"auc": 0.5}) is None
+    assert not (tmp_path / EVAL_RESULT_FILENAME).exists()
+    assert read_eval_results(tmp_path / EVAL_RESULT_FILENAME) == []
+    assert best_eval_step(tmp_path / EVAL_RESULT_FILENAME, "auc") is None

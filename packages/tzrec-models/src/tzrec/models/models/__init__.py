@@ -1,0 +1,1 @@
+"""Model classes registered by tzrec-models: DSSM, MultiTower, MultiTowerDIN."""

@@ -1,0 +1,133 @@
+"""The model contract the engine trains, evaluates and exports.
+
+A model is built as ``cls(model_config, features, labels, sample_weights=None)`` and
+provides ``predict(batch) -> dict`` (also its ``forward``), ``loss(predictions, batch) ->
+dict`` of named scalar losses, ``update_metric``/``compute_metric``/``reset_metric`` and
+``set_is_inference``. The engine (``tzrec.core.engine.trainer``) wraps it for training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tzrec.core.config import which_oneof
+from tzrec.core.errors import ConfigError
+from tzrec.data import BaseFeature, Batch
+from tzrec.models.losses.losses import create_loss
+from tzrec.models.metrics.factory import create_metric
+from tzrec.protos import model_pb2
+
+
+class BaseModel(nn.Module):
+    """Shared plumbing: config, features, labels, losses and metrics.
+
+    Args:
+        model_config: the pipeline's ``ModelConfig``.
+        features: the features (as resolved by the dataset).
+        labels: label field names (``data_config.label_fields``).
+        sample_weights: sample-weight field names.
+    """
+
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self._base_model_config = model_config
+        chosen = which_oneof(model_config, "model")
+        if chosen is None:
+            raise ConfigError("model_config sets no model")
+        self._model_name, self._model_config = chosen
+        self._features = list(features)
+        self._labels = list(labels)
+        self._sample_weights = list(sample_weights or [])
+        self._is_inference = False
+        self._loss_modules = nn.ModuleDict()
+        self._metric_modules = nn.ModuleDict()
+        self._metric_names: dict[str, str] = {}
+
+    # -- contract --------------------------------------------------------------------------
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Model outputs for a batch."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Same as :meth:`predict` (what export and DMP call)."""
+        return self.predict(batch)
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """Named scalar losses."""
+        raise NotImplementedError
+
+    def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Accumulate evaluation metrics over a batch."""
+        raise NotImplementedError
+
+    def compute_metric(self) -> dict[str, float]:
+        """Metric values accumulated so far, by display name (``recall@5``, ``auc``)."""
+        return {
+            display: float(self._metric_modules[key].compute())
+            for key, display in self._metric_names.items()
+        }
+
+    def reset_metric(self) -> None:
+        """Forget accumulated metric state (before an evaluation pass)."""
+        for metric in self._metric_modules.values():
+            metric.reset()
+
+    def set_is_inference(self, is_inference: bool) -> None:
+        """Switch to the export/serving view (applied before any export wrapper is built)."""
+        self._is_inference = is_inference
+        for module in self.modules():
+            if module is not self and isinstance(module, BaseModel):
+                module._is_inference = is_inference
+
+    @property
+    def is_inference(self) -> bool:
+        """Whether the export/serving view is active."""
+        return self._is_inference
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _init_losses(self, num_class: int = 1, allowed: Sequence[str] | None = None) -> None:
+        if not self._base_model_config.losses:
+            raise ConfigError(f"model_config.{self._model_name}: set at least one entry in losses")
+        for cfg in self._base_model_config.losses:
+            name, loss = create_loss(cfg, num_class=num_class)
+            if allowed is not None and name not in allowed:
+                raise ConfigError(
+                    f"model_config.losses: {self._model_name} supports {', '.join(allowed)}, "
+                    f"not {name}"
+                )
+            self._loss_modules[name] = loss
+
+    def _init_metrics(self, num_class: int = 1) -> None:
+        for cfg in self._base_model_config.metrics:
+            name, display, metric = create_metric(cfg, num_class=num_class)
+            key = display.replace(".", "_").replace("@", "_at_")
+            self._metric_modules[key] = metric
+            self._metric_names[key] = display
+
+    def _sample_weight(self, batch: Batch) -> torch.Tensor | None:
+        if not self._sample_weights:
+            return None
+        return batch.sample_weights[self._sample_weights[0]]
+
+    def _group(self, name: str) -> model_pb2.FeatureGroupConfig:
+        for group in self._base_model_config.feature_groups:
+            if group.group_name == name:
+                return group
+        names = ", ".join(g.group_name for g in self._base_model_config.feature_groups)
+        raise ConfigError(
+            f"model_config.{self._model_name}: input group '{name}' is not in feature_groups "
+            f"(groups: {names})"
+        )

@@ -1,0 +1,106 @@
+"""Ranking: :class:`RankModel` (logits, probabilities, losses, metrics), MultiTower(DIN)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tzrec.core.errors import ConfigError
+from tzrec.data import Batch
+from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.models.base import BaseModel
+from tzrec.models.modules.mlp import MLP, mlp_kwargs
+from tzrec.models.modules.sequence import DINEncoder
+from tzrec.protos import model_pb2, seq_encoder_pb2
+
+
+class RankModel(BaseModel):
+    """Predicts ``logits`` and ``probs`` (``y`` for regression losses) of one label."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._num_class = int(self._base_model_config.num_class)
+        if not self._labels:
+            raise ConfigError("data_config.label_fields: a rank model needs a label")
+        self._label_name = self._labels[0]
+        self._init_losses(num_class=self._num_class)
+        self._init_metrics(num_class=self._num_class)
+
+    def _output(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._num_class == 1:
+            logits = logits.squeeze(-1)
+            return {"logits": logits, "probs": torch.sigmoid(logits), "y": logits}
+        return {"logits": logits, "probs": torch.softmax(logits, dim=-1)}
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """Every configured loss against the label."""
+        label = batch.labels[self._label_name]
+        weight = self._sample_weight(batch)
+        return {
+            name: loss(predictions[getattr(loss, "prediction_key", "logits")], label, weight)
+            for name, loss in self._loss_modules.items()
+        }
+
+    def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Feed probabilities and labels to every metric."""
+        label = batch.labels[self._label_name]
+        for metric in self._metric_modules.values():
+            metric.update(predictions["probs"], label)
+
+
+class MultiTower(RankModel):
+    """One MLP tower per DEEP group, concatenated into a final MLP (``multi_tower``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self._model_config
+        groups = [self._group(t.input) for t in cfg.towers]
+        din = list(getattr(cfg, "din_towers", []))
+        groups += [self._group(t.input) for t in din]
+        self.embedding_group = EmbeddingGroup(self._features, groups)
+        self.towers = nn.ModuleDict()
+        width = 0
+        for tower in cfg.towers:
+            in_dim = self.embedding_group.group_total_dim(tower.input)
+            if self.embedding_group.group_type(tower.input) != model_pb2.DEEP:
+                raise ConfigError(f"towers input '{tower.input}' must be a DEEP group")
+            mlp = MLP.from_config(in_dim, tower.mlp) if tower.HasField("mlp") else None
+            self.towers[tower.input] = mlp if mlp is not None else nn.Identity()
+            width += mlp.output_dim() if mlp is not None else in_dim
+        self.din_towers = nn.ModuleDict()
+        for tower in din:
+            if self.embedding_group.group_type(tower.input) != model_pb2.SEQUENCE:
+                raise ConfigError(f"din_towers input '{tower.input}' must be a SEQUENCE group")
+            seq_dim = self.embedding_group.sequence_dim(tower.input)
+            query_dim = self.embedding_group.query_dim(tower.input)
+            if query_dim > seq_dim:
+                raise ConfigError(
+                    f"din_towers input '{tower.input}': query width {query_dim} exceeds the "
+                    f"sequence width {seq_dim}"
+                )
+            enc_cfg = seq_encoder_pb2.DINEncoder(input=tower.input)
+            enc_cfg.attn_mlp.CopyFrom(tower.attn_mlp)
+            self.din_towers[tower.input] = DINEncoder(enc_cfg, seq_dim, query_dim)
+            width += self.din_towers[tower.input].output_dim()
+        self.final = MLP(width, **mlp_kwargs(cfg.final))
+        self.output = nn.Linear(self.final.output_dim(), self._num_class)
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Tower outputs -> final MLP -> logits."""
+        grouped = self.embedding_group(batch)
+        parts = [tower(grouped[name]) for name, tower in self.towers.items()]
+        for name, encoder in self.din_towers.items():
+            parts.append(
+                encoder.encode(
+                    grouped[f"{name}.sequence"],
+                    grouped[f"{name}.sequence_length"],
+                    grouped.get(f"{name}.query"),
+                )
+            )
+        return self._output(self.output(self.final(torch.cat(parts, dim=-1))))
+
+
+class MultiTowerDIN(MultiTower):
+    """MultiTower plus DIN attention towers over SEQUENCE groups (``multi_tower_din``)."""

@@ -1,0 +1,124 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tzrec.core.config import parse_pipeline_config
+from tzrec.core.errors import ConfigError
+from tzrec.data import ParquetDataset, create_features
+from tzrec.models.embedding import EmbeddingGroup
+
+CONFIG = """
+train_input_path: "x" eval_input_path: "x" model_dir: "m"
+data_config { batch_size: 4 dataset_type: ParquetDataset label_fields: "clk" num_workers: 0 }
+feature_configs { id_feature { feature_name: "user_id" num_buckets: 50 embedding_dim: 4 } }
+feature_configs { id_feature { feature_name: "item_id" num_buckets: 50 embedding_dim: 6
+                               embedding_name: "item_emb" } }
+feature_configs { raw_feature { feature_name: "price" } }
+feature_configs {
+  sequence_feature {
+    sequence_name: "click_seq"
+    sequence_length: 3
+    sequence_delim: ";"
+    features { id_feature { feature_name: "item_id" num_buckets: 50 embedding_dim: 6
+                             embedding_name: "item_emb" } }
+    features { raw_feature { feature_name: "ts" } }
+  }
+}
+model_config {
+  feature_groups { group_name: "deep" feature_names: ["user_id", "item_id", "price"] group_type: DEEP }
+  feature_groups { group_name: "seq" feature_names: ["item_id", "click_seq__item_id", "click_seq__ts"]
+                   group_type: SEQUENCE }
+  feature_groups { group_name: "jag" feature_names: ["click_seq__item_id"] group_type: JAGGED_SEQUENCE }
+  multi_tower { final { hidden_units: [4] } }
+}
+"""
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    table = pa.table(
+        {
+            "user_id": [1, 2, 3, 4],
+            "item_id": [5, 6, 7, 8],
+            "price": [0.5, 1.0, 1.5, 2.0],
+            "click_seq__item_id": ["5;6", "", "7;8;9;10", "11"],
+            "click_seq__ts": ["1;2", "", "3;4;5;6", "7"],
+            "clk": [0, 1, 0, 1],
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    config = parse_pipeline_config(CONFIG)
+    features = create_features(config.feature_configs, config.data_config)
+    ds = ParquetDataset(config.data_config, features, str(tmp_path / "d.parquet"), mode="eval")
+    return config, ds
+
+
+def test_group_shapes_and_dims(dataset):
+    config, ds = dataset
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    out = eg(next(iter(ds)))
+    assert eg.group_total_dim("deep") == 4 + 6 + 1
+    assert out["deep"].shape == (4, 11)
+    assert eg.query_dim("seq") == 6 and eg.sequence_dim("seq") == 7
+    assert out["seq.query"].shape == (4, 6)
+    # truncation keeps the 3 most recent items; row 1 is empty
+    assert out["seq.sequence_length"].tolist() == [2, 0, 3, 1]
+    assert out["seq.sequence"].shape == (4, 3, 7)
+    assert out["jag.sequence"].shape == (6, 6)
+    assert "jag.query" not in out
+
+
+def test_shared_embedding_name_uses_one_table(dataset):
+    config, ds = dataset
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    out = eg(next(iter(ds)))
+    weights = [n for n, _ in eg.named_parameters() if "item_emb" in n]
+    assert len(weights) == 1
+    # item 5 as a pooled id (row 0) equals item 5 as the first sequence item of row 0
+    assert torch.allclose(out["deep"][0, 4:10], out["seq.sequence"][0, 0, :6])
+    # jagged and padded views agree: row 2 keeps items 8, 9, 10 (jagged rows 2..4)
+    assert torch.allclose(out["jag.sequence"][2:5], out["seq.sequence"][2, :, :6])
+    # raw sequence values ride along as the last column
+    assert out["seq.sequence"][2, :, 6].tolist() == [4.0, 5.0, 6.0]
+    assert out["seq.sequence"][1].abs().sum() == 0  # zero-length row is all padding
+
+
+def test_gradients_reach_the_shared_table(dataset):
+    config, ds = dataset
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    out = eg(next(iter(ds)))
+    (out["deep"].sum() + out["seq.sequence"].sum()).backward()
+    grads = [p.grad for n, p in eg.named_parameters() if "item_emb" in n]
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+
+
+def test_mismatched_shared_dim_is_a_config_error(dataset):
+    config, ds = dataset
+    for f in ds.features:
+        if f.name == "item_id":
+            f.config.embedding_dim = 8
+    with pytest.raises(ConfigError, match=r"embedding 'item_emb' is shared by .*\(embedding_dim 8\)"):
+        EmbeddingGroup(ds.features, config.model_config.feature_groups)
+
+
+def test_unknown_feature_in_group_is_named(dataset):
+    config, ds = dataset
+    config.model_config.feature_groups[0].feature_names.append("nope")
+    with pytest.raises(ConfigError, match="feature group 'deep': feature\\(s\\) nope"):
+        EmbeddingGroup(ds.features, config.model_config.feature_groups)
+
+
+def test_sequence_feature_in_deep_group_is_a_type_mismatch(dataset):
+    config, ds = dataset
+    config.model_config.feature_groups[0].feature_names.append("click_seq__ts")
+    with pytest.raises(ConfigError, match="is DEEP but has sequence feature"):
+        EmbeddingGroup(ds.features, config.model_config.feature_groups)
+
+
+def test_unknown_group_lists_groups(dataset):
+    config, ds = dataset
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    with pytest.raises(ConfigError, match="groups: deep, seq, jag"):
+        eg.group_total_dim("other")
