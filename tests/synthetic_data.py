@@ -56,34 +56,37 @@ def write_dssm_data(
 
 def write_din_data(
     out_dir: Path, num_rows: int = 2000, num_items: int = 200, seed: int = 0
-) -> dict:
-    """Click data where the label is 1 iff the target item's category is in the history."""
+) -> dict[str, str]:
+    """Clicks on targets from the category that dominates the user's click history.
+
+    Each user clicks mostly (80%) items of one preferred category; a row is positive when
+    the target item's category is that one, so attending from the target over the history
+    predicts the label (AUC near 1), while ids alone only memorise.
+    """
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     cats = 10
+    per_cat = num_items // cats
 
     def rows(n: int) -> pa.Table:
         users = rng.integers(0, 500, n)
-        target = rng.integers(0, num_items, n)
-        seqs, labels = [], []
-        for t in target:
-            length = int(rng.integers(0, 8))
-            hist = rng.integers(0, num_items, length)
-            clicked = rng.random() < 0.5
-            if clicked and length:
-                hist[rng.integers(0, length)] = rng.integers(0, num_items // cats) * cats + t % cats
-            labels.append(int(any(h % cats == t % cats for h in hist)))
-            seqs.append(";".join(str(h) for h in hist))
+        preferred = (users * 3) % cats
+        positive = rng.random(n) < 0.5
+        target_cat = np.where(positive, preferred, (preferred + rng.integers(1, cats, n)) % cats)
+        target = rng.integers(0, per_cat, n) * cats + target_cat
+        seqs = []
+        for pref in preferred:
+            length = int(rng.integers(1, 9))
+            hist_cat = np.where(rng.random(length) < 0.8, pref, rng.integers(0, cats, length))
+            seqs.append(rng.integers(0, per_cat, length) * cats + hist_cat)
         return pa.table(
             {
                 "user_id": users,
                 "item_id": target,
                 "cate_id": target % cats,
-                "click_seq__item_id": seqs,
-                "click_seq__cate_id": [
-                    ";".join(str(int(x) % cats) for x in s.split(";")) if s else "" for s in seqs
-                ],
-                "clk": np.array(labels, dtype=np.int64),
+                "click_seq__item_id": [";".join(str(h) for h in s) for s in seqs],
+                "click_seq__cate_id": [";".join(str(h % cats) for h in s) for s in seqs],
+                "clk": positive.astype(np.int64),
             }
         )
 

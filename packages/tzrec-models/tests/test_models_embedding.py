@@ -99,7 +99,9 @@ def test_mismatched_shared_dim_is_a_config_error(dataset):
     for f in ds.features:
         if f.name == "item_id":
             f.config.embedding_dim = 8
-    with pytest.raises(ConfigError, match=r"embedding 'item_emb' is shared by .*\(embedding_dim 8\)"):
+    with pytest.raises(
+        ConfigError, match=r"embedding 'item_emb' is shared by .*\(embedding_dim 8\)"
+    ):
         EmbeddingGroup(ds.features, config.model_config.feature_groups)
 
 

@@ -197,3 +197,13 @@ def test_train_recall_display_name():
     cfg = text_format.Parse("recall_at_k { top_k: 5 }", metric_pb2.TrainMetricConfig())
     _, shown, wrapper = create_train_metric(cfg)
     assert shown == "recall@5" and isinstance(wrapper.metric, RecallAtK)
+
+
+def test_decay_auc_weights_recent_batches():
+    m = DecayAUC()
+    m.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))  # perfect
+    m.decay(0.5)
+    assert m.compute().item() == pytest.approx(1.0)
+    m.update(torch.tensor([0.1, 0.9]), torch.tensor([1, 0]))  # inverted
+    m.decay(0.5)
+    assert 0.0 < m.compute().item() < 1.0

@@ -162,6 +162,43 @@ def _embedding_modules(module: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _sharding_plan(module: nn.Module, device: torch.device) -> Any:
+    """A plan that never shards a table data-parallel.
+
+    With small tables the planner prefers data-parallel, whose tables the in-backward
+    (fused) optimizer does not update; table-wise/row-wise/column-wise use fused kernels.
+    """
+    from torchrec.distributed.comm import get_local_size
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.distributed.planner.types import ParameterConstraints
+    from torchrec.distributed.sharding_plan import get_default_sharders
+    from torchrec.distributed.types import ShardingType
+
+    tables: set[str] = set()
+    for emb in _embedding_modules(module):
+        configs = (
+            emb.embedding_bag_configs()
+            if hasattr(emb, "embedding_bag_configs")
+            else emb.embedding_configs()
+        )
+        tables.update(c.name for c in configs)
+    allowed = [
+        ShardingType.TABLE_WISE.value,
+        ShardingType.ROW_WISE.value,
+        ShardingType.COLUMN_WISE.value,
+    ]
+    world = dist.get_world_size()
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(
+            world_size=world,
+            local_world_size=get_local_size(world),
+            compute_device=device.type,
+        ),
+        constraints={name: ParameterConstraints(sharding_types=allowed) for name in tables},
+    )
+    return planner.collective_plan(module, get_default_sharders(), dist.GroupMember.WORLD)
+
+
 @dataclass
 class TrainState:
     """What resuming needs besides model and optimizer tensors."""
@@ -214,7 +251,9 @@ class Engine:
             sparse_cls, sparse_kwargs = sparse_optimizer_class_and_kwargs(tc.sparse_optimizer)
             for emb in _embedding_modules(wrapper):
                 _apply_optimizer_in_backward(sparse_cls, emb.parameters(), sparse_kwargs)
-        self.dmp = DistributedModelParallel(wrapper, device=device)
+        self.dmp = DistributedModelParallel(
+            wrapper, device=device, plan=_sharding_plan(wrapper, device)
+        )
         self.optimizer: Any = None
         self.schedulers: list[Any] = []
         self.clip_config: Any = None

@@ -91,9 +91,11 @@ class DecayAUC(Metric):
         super().__init__(**kwargs)
         n = (config or metric_pb2.AUC()).thresholds or 200
         self.register_buffer("thresholds", torch.linspace(0, 1, n), persistent=False)
-        zeros = torch.zeros(n, 2, 2, dtype=torch.long)
-        self.add_state("confmat", default=zeros.clone(), dist_reduce_fx="sum")
-        self.add_state("buffer_confmat", default=zeros.clone(), dist_reduce_fx="sum")
+        # The decayed counts are fractional; the per-batch buffer counts are exact.
+        self.add_state("confmat", default=torch.zeros(n, 2, 2), dist_reduce_fx="sum")
+        self.add_state(
+            "buffer_confmat", default=torch.zeros(n, 2, 2, dtype=torch.long), dist_reduce_fx="sum"
+        )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch to the buffer."""
@@ -104,11 +106,11 @@ class DecayAUC(Metric):
 
     def decay(self, decay: float) -> None:
         """Merge the buffer: ``confmat = decay * confmat + (1 - decay) * buffer``."""
+        batch = self.buffer_confmat.to(self.confmat.dtype)
         if torch.any(self.confmat > 0):
-            merged = decay * self.confmat + (1 - decay) * self.buffer_confmat
-            self.confmat = merged.round().long()
+            self.confmat = decay * self.confmat + (1 - decay) * batch
         else:
-            self.confmat = self.confmat + self.buffer_confmat
+            self.confmat = self.confmat + batch
         self.buffer_confmat = torch.zeros_like(self.buffer_confmat)
 
     def compute(self) -> torch.Tensor:
