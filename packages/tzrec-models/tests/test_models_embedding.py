@@ -1,4 +1,3 @@
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -27,10 +26,17 @@ feature_configs {
   }
 }
 model_config {
-  feature_groups { group_name: "deep" feature_names: ["user_id", "item_id", "price"] group_type: DEEP }
-  feature_groups { group_name: "seq" feature_names: ["item_id", "click_seq__item_id", "click_seq__ts"]
-                   group_type: SEQUENCE }
-  feature_groups { group_name: "jag" feature_names: ["click_seq__item_id"] group_type: JAGGED_SEQUENCE }
+  feature_groups {
+    group_name: "deep" feature_names: ["user_id", "item_id", "price"] group_type: DEEP
+  }
+  feature_groups {
+    group_name: "seq"
+    feature_names: ["item_id", "click_seq__item_id", "click_seq__ts"]
+    group_type: SEQUENCE
+  }
+  feature_groups {
+    group_name: "jag" feature_names: ["click_seq__item_id"] group_type: JAGGED_SEQUENCE
+  }
   multi_tower { final { hidden_units: [4] } }
 }
 """
