@@ -45,8 +45,8 @@ def write_dssm_data(
         "eval": str(out_dir / "dssm_eval.parquet"),
         "items": str(out_dir / "dssm_items.txt"),
     }
-    pq.write_table(rows(num_rows), paths["train"])
-    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"])
+    pq.write_table(rows(num_rows), paths["train"], row_group_size=250)
+    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"], row_group_size=250)
     with open(paths["items"], "w", encoding="utf-8") as f:
         f.write("id:int64\tweight:float\tfeature:string\n")
         for i in range(num_items):
@@ -91,6 +91,6 @@ def write_din_data(
         )
 
     paths = {"train": str(out_dir / "din_train.parquet"), "eval": str(out_dir / "din_eval.parquet")}
-    pq.write_table(rows(num_rows), paths["train"])
-    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"])
+    pq.write_table(rows(num_rows), paths["train"], row_group_size=250)
+    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"], row_group_size=250)
     return paths

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from tzrec.core import __version__
@@ -43,12 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose warnings about their own internals are noise to a tzrec user.
+_QUIET_LOGGERS = ("torchrec", "torch.distributed", "torch.fx", "fbgemm_gpu")
+_QUIET_PATHS = ("/torchrec/", "/torch/distributed/", "/fbgemm_gpu/")
+_QUIET_WARNING_MODULES = r"(torchrec|fbgemm_gpu|torch\.distributed|torch\.nn\.parallel)"
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,
     )
+    if not debug:
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_drop_library_chatter)
+        warnings.filterwarnings("ignore", module=_QUIET_WARNING_MODULES)
+
+
+def _drop_library_chatter(record: logging.LogRecord) -> bool:
+    """Keep library records logged through the root logger only when they are errors."""
+    if record.levelno >= logging.ERROR:
+        return True
+    return not any(part in record.pathname for part in _QUIET_PATHS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Union
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -149,6 +152,46 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def parent_rows(off: np.ndarray) -> np.ndarray:
     """Row index of every list element."""
     return np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))
+
+
+def parent_rows_of_lengths(lengths: np.ndarray) -> np.ndarray:
+    """Row index of every element of rows holding ``lengths[r]`` elements."""
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+
+
+#: Row of each element: an array, a function computing it, or ``None`` (identity).
+Rows = Union[np.ndarray, Callable[[], np.ndarray], "LazyRows", None]
+
+
+class LazyRows:
+    """Row indices that are only computed (once) when an error needs to report them.
+
+    Args:
+        rows: an array, a function returning one, another ``LazyRows`` or ``None``.
+    """
+
+    def __init__(self, rows: Rows) -> None:
+        if isinstance(rows, LazyRows):
+            self._value, self._fn = rows._value, rows._fn
+        elif callable(rows):
+            self._value, self._fn = None, rows
+        else:
+            self._value, self._fn = rows, None
+
+    @property
+    def none(self) -> bool:
+        """Whether there is no mapping (element ``i`` is row ``i``)."""
+        return self._value is None and self._fn is None
+
+    def __call__(self) -> np.ndarray:
+        """The row indices (computed on first use)."""
+        if self._value is None and self._fn is not None:
+            self._value, self._fn = np.asarray(self._fn()), None
+        return self._value
+
+    def get(self) -> np.ndarray | None:
+        """The row indices, or ``None`` when there is no mapping."""
+        return None if self.none else self()
 
 
 def invalid_number_mask(values: pa.Array, integer: bool) -> np.ndarray:

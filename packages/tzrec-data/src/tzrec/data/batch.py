@@ -18,6 +18,112 @@ def _map(obj: Any, fn) -> Any:
     return fn(obj)
 
 
+_ALIGN = 64
+_TENSOR_FIELDS = (
+    "dense_features",
+    "sparse_features",
+    "sequence_mulval_lengths",
+    "sequence_dense_features",
+    "labels",
+    "sample_weights",
+    "additional_infos",
+)
+
+
+def _packable(t: Any) -> bool:
+    return (
+        isinstance(t, torch.Tensor)
+        and type(t) is torch.Tensor
+        and t.device.type == "cpu"
+        and t.layout == torch.strided
+        and not t.requires_grad
+    )
+
+
+class _Packer:
+    """Collects the tensors of a batch to copy them into one buffer."""
+
+    def __init__(self) -> None:
+        self.tensors: list[torch.Tensor] = []
+
+    def put(self, t: torch.Tensor | None) -> int | None:
+        if t is None:
+            return None
+        if not _packable(t):
+            raise _NotPackable
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def encode(self, x: Any) -> tuple:
+        if isinstance(x, KeyedJaggedTensor):
+            if x.variable_stride_per_key() or x.inverse_indices_or_none() is not None:
+                raise _NotPackable
+            return (
+                "kjt",
+                x.keys(),
+                self.put(x.values()),
+                self.put(x.lengths()),
+                self.put(x.weights_or_none()),
+                x.stride(),
+            )
+        if isinstance(x, KeyedTensor):
+            return ("kt", x.keys(), x.length_per_key(), self.put(x.values()), x.key_dim())
+        if isinstance(x, JaggedTensor):
+            return (
+                "jt",
+                self.put(x.values()),
+                self.put(x.lengths()),
+                self.put(x.weights_or_none()),
+            )
+        if isinstance(x, torch.Tensor):
+            return ("t", self.put(x))
+        return ("o", x)
+
+
+class _NotPackable(Exception):
+    pass
+
+
+def _new_buffer(nbytes: int) -> torch.Tensor:
+    """A uint8 buffer; in shared memory inside a DataLoader worker (no copy when queued)."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None and nbytes > 0:
+        new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+        if new_shared is not None:
+            return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes), 0, (nbytes,))
+        return torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+    return torch.empty(nbytes, dtype=torch.uint8)
+
+
+def _rebuild_packed(
+    buf: torch.Tensor, meta: list, state: dict, reserves: Any, batch_size: int
+) -> Batch:
+    tensors = [
+        buf[off : off + nbytes].view(dtype).view(shape) for off, nbytes, dtype, shape in meta
+    ]
+
+    def get(i: int | None) -> torch.Tensor | None:
+        return None if i is None else tensors[i]
+
+    def decode(e: tuple) -> Any:
+        kind = e[0]
+        if kind == "kjt":
+            return KeyedJaggedTensor(
+                keys=e[1], values=get(e[2]), lengths=get(e[3]), weights=get(e[4]), stride=e[5]
+            )
+        if kind == "kt":
+            return KeyedTensor(e[1], e[2], get(e[3]), e[4])
+        if kind == "jt":
+            return JaggedTensor(values=get(e[1]), lengths=get(e[2]), weights=get(e[3]))
+        if kind == "t":
+            return get(e[1])
+        return e[1]
+
+    fields = {name: {k: decode(v) for k, v in d.items()} for name, d in state.items()}
+    return Batch(**fields, reserves=reserves, batch_size=batch_size)
+
+
 def _pin(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.pin_memory()
@@ -88,6 +194,33 @@ class Batch:
         """A copy with every tensor in pinned memory (called by DataLoader pin_memory)."""
         return self._apply(_pin)
 
+    def __reduce__(self) -> tuple:
+        """Pickle all tensors as views of one contiguous buffer.
+
+        Inside a DataLoader worker the buffer is allocated in shared memory, so a batch
+        crosses to the main process as one shared-memory segment (one file descriptor)
+        instead of one per tensor. Batches holding other tensors (CUDA, autograd,
+        variable-stride KJTs) pickle field by field.
+        """
+        packer = _Packer()
+        try:
+            state = {
+                name: {k: packer.encode(v) for k, v in getattr(self, name).items()}
+                for name in _TENSOR_FIELDS
+            }
+        except _NotPackable:
+            return (_rebuild_fields, (dict(self.__dict__),))
+        meta = []
+        pos = 0
+        for t in packer.tensors:
+            nbytes = t.numel() * t.element_size()
+            meta.append((pos, nbytes, t.dtype, tuple(t.shape)))
+            pos += -(-nbytes // _ALIGN) * _ALIGN
+        buf = _new_buffer(pos)
+        for t, (off, nbytes, dtype, shape) in zip(packer.tensors, meta, strict=True):
+            buf[off : off + nbytes].view(dtype).view(shape).copy_(t)
+        return (_rebuild_packed, (buf, meta, state, self.reserves, self.batch_size))
+
     def __len__(self) -> int:
         return self.batch_size
 
@@ -116,3 +249,7 @@ class Batch:
         if self.reserves is not None:
             lines.append(f"  reserves {self.reserves.schema.names}")
         return "\n".join(lines) + ")"
+
+
+def _rebuild_fields(fields: dict) -> Batch:
+    return Batch(**fields)

@@ -296,7 +296,7 @@ class Engine:
         progress = ProgressReporter(desc)
         steps = 0
         with torch.no_grad():
-            for batch in dataloader:
+            for batch in lockstep(dataloader, "evaluation"):
                 _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
                 self.model.update_metric(predictions, batch)
                 steps += 1
@@ -369,9 +369,39 @@ class Engine:
 # -- loops --------------------------------------------------------------------------------
 
 
+def lockstep(batches: Any, what: str) -> Iterator[Any]:
+    """Yield batches while every rank still has one.
+
+    Sharded embedding lookups are collectives, so all ranks must run the same number of
+    steps; when one rank's shard runs out the others stop too, and the batches they had
+    left are counted and logged (never dropped silently).
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        yield from batches
+        return
+    it = iter(batches)
+    flag = torch.zeros(1, dtype=torch.int64)
+    while True:
+        batch = next(it, None)
+        flag.fill_(0 if batch is None else 1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if int(flag) == 0:
+            left = (0 if batch is None else 1) + sum(1 for _ in it)
+            if left:
+                logger.warning(
+                    "rank %d: %s stopped with %d batch(es) unread here because another rank's "
+                    "shard ran out (ranks must step together)",
+                    dist.get_rank(),
+                    what,
+                    left,
+                )
+            return
+        yield batch
+
+
 def _batches(dataset: Any, epoch: int, skip: int) -> Iterator[Any]:
     dataset.set_epoch(epoch)
-    for i, batch in enumerate(dataset.make_dataloader()):
+    for i, batch in enumerate(lockstep(dataset.make_dataloader(), f"training epoch {epoch}")):
         if i < skip:
             continue
         yield batch
@@ -451,8 +481,12 @@ def train_and_evaluate(
             )
             summary.log_eval(state.global_step, last_metrics)
             _append_result(result_file, state.global_step, last_metrics)
-            if is_rank_zero():
-                logger.info("eval at step %d: %s", state.global_step, _format_metrics(last_metrics))
+            logger.info(
+                "rank %d eval at step %d: %s",
+                dist.get_rank(),
+                state.global_step,
+                _format_metrics(last_metrics),
+            )
 
     progress = ProgressReporter("Training", total=num_steps or None, start_step=state.global_step)
     start = time.monotonic()

@@ -144,21 +144,30 @@ class IdFeature(BaseFeature):
                     hashed = au.hash_strings(values.filter(pa.array(~numeric)))
                     ids[~numeric] = (hashed % np.uint64(cfg.hash_bucket_size)).astype(np.int64)
         elif pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
-            ids = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            if not pa.types.is_int64(values.type):
+                values = values.cast(pa.int64())
+            if values.null_count:
+                values = values.fill_null(0)
+            ids = values.to_numpy(zero_copy_only=False)
         else:
             raise pa.ArrowInvalid(f"unsupported id type {values.type}")
         if cfg.HasField("hash_bucket_size"):
             ids = np.mod(ids, int(cfg.hash_bucket_size))
         return ids.astype(np.int64, copy=False), None
 
-    def _ids_of(self, lists: pa.ListArray, rows_of_list: np.ndarray | None):
-        """Flat ids and weights of a list array, or raise BadRows."""
+    def _ids_of(self, lists: pa.ListArray, rows_of_list: au.Rows):
+        """Flat ids and weights of a list array, or raise BadRows.
+
+        ``rows_of_list`` maps list cells to batch rows (array, callable or ``None``); it is
+        only evaluated to report bad rows.
+        """
+        rows_of_list = au.LazyRows(rows_of_list)
         values = au.list_values(lists)
         weights = None
         if self.is_weighted:
             if not au.is_stringlike(values.type):
                 raise au.BadRows(
-                    np.arange(len(lists)) if rows_of_list is None else np.unique(rows_of_list),
+                    np.arange(len(lists)) if rows_of_list.none else np.unique(rows_of_list()),
                     self.input_name,
                     self.name,
                     "expected 'id:weight' strings",
@@ -167,8 +176,8 @@ class IdFeature(BaseFeature):
             klen = pc.list_value_length(kv).to_numpy(zero_copy_only=False)
             if len(klen) and (klen != 2).any():
                 rows = au.parent_rows(au.list_offsets(lists))[klen != 2]
-                if rows_of_list is not None:
-                    rows = rows_of_list[rows]
+                if not rows_of_list.none:
+                    rows = rows_of_list()[rows]
                 raise au.BadRows(
                     np.unique(rows), self.input_name, self.name, "expected 'id:weight' values"
                 )
@@ -183,34 +192,42 @@ class IdFeature(BaseFeature):
                         pa.array(au.list_offsets(lists).astype(np.int32)), wtext
                     ),
                     integer=False,
-                    row_of_list=rows_of_list,
+                    row_of_list=rows_of_list.get(),
                 ) from None
         try:
             ids, _ = self._encode(values, None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise self._bad_values(lists, integer=True, row_of_list=rows_of_list) from None
-        cfg = self.config
-        if cfg.HasField("num_buckets") and not cfg.HasField("hash_bucket_size") and len(ids):
-            bad = (ids < 0) | (ids >= cfg.num_buckets)
+            raise self._bad_values(lists, integer=True, row_of_list=rows_of_list.get()) from None
+        if self._out_of_range(ids):
+            bad = (ids < 0) | (ids >= self.config.num_buckets)
             if bad.any():
                 rows = au.parent_rows(au.list_offsets(lists))[bad]
-                if rows_of_list is not None:
-                    rows = rows_of_list[rows]
+                if not rows_of_list.none:
+                    rows = rows_of_list()[rows]
                 raise au.BadRows(
                     np.unique(rows),
                     self.input_name,
                     self.name,
-                    f"expected ids in [0, {cfg.num_buckets})",
+                    f"expected ids in [0, {self.config.num_buckets})",
                 )
         return ids, weights
 
-    def _check_range(self, ids: np.ndarray, rows: np.ndarray) -> None:
+    def _out_of_range(self, ids: np.ndarray) -> bool:
+        """Whether some id lies outside ``[0, num_buckets)`` (two reductions, no mask)."""
         cfg = self.config
-        if cfg.HasField("num_buckets") and not cfg.HasField("hash_bucket_size") and len(ids):
+        if not cfg.HasField("num_buckets") or cfg.HasField("hash_bucket_size") or not len(ids):
+            return False
+        return bool(ids.min() < 0 or ids.max() >= cfg.num_buckets)
+
+    def _check_range(self, ids: np.ndarray, rows: au.Rows) -> None:
+        """Raise BadRows for ids outside ``[0, num_buckets)``; ``rows``: row of each id."""
+        cfg = self.config
+        if self._out_of_range(ids):
             bad = (ids < 0) | (ids >= cfg.num_buckets)
             if bad.any():
+                rows = au.LazyRows(rows)
                 raise au.BadRows(
-                    np.unique(rows[bad]),
+                    np.arange(len(ids))[bad] if rows.none else np.unique(rows()[bad]),
                     self.input_name,
                     self.name,
                     f"expected ids in [0, {cfg.num_buckets})",
@@ -224,7 +241,7 @@ class IdFeature(BaseFeature):
             and self._vocab_map is None
         ):
             ids, _ = self._encode(arr, None)
-            self._check_range(ids, np.arange(len(ids)))
+            self._check_range(ids, None)
             return SparseData(self.name, ids, np.ones(len(ids), np.int32))
         lists = au.to_list_array(arr, self.multival_sep)
         default = self._default
@@ -255,15 +272,13 @@ class IdFeature(BaseFeature):
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceSparseData:
         items, _, seq_lengths = self._split_sequence(arr)
-        seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
-        np.cumsum(seq_lengths, out=seq_off[1:])
-        item_rows = au.parent_rows(seq_off)
+        item_rows = au.LazyRows(lambda: au.parent_rows_of_lengths(seq_lengths))
         if not au.is_listlike(items.type):
             try:
                 ids, _ = self._encode(items, None)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise au.BadRows(
-                    np.unique(item_rows), self.input_name, self.name, "expected integer ids"
+                    np.unique(item_rows()), self.input_name, self.name, "expected integer ids"
                 ) from None
             self._check_range(ids, item_rows)
             return SequenceSparseData(
@@ -272,7 +287,7 @@ class IdFeature(BaseFeature):
         ids, _ = self._ids_of(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items)).astype(np.int32)
         if self.value_dim == 1 and len(item_lengths) and (item_lengths != 1).any():
-            rows = np.unique(item_rows[item_lengths != 1])
+            rows = np.unique(item_rows()[item_lengths != 1])
             raise au.BadRows(
                 rows, self.input_name, self.name, "expected exactly one id per sequence item"
             )

@@ -112,12 +112,14 @@ class RawFeature(BaseFeature):
             vals = vals * self.value_dim
         return vals
 
-    def _floats(self, lists: pa.ListArray, rows_of_list: np.ndarray | None) -> np.ndarray:
+    def _floats(self, lists: pa.ListArray, rows_of_list: au.Rows) -> np.ndarray:
         values = au.list_values(lists)
         try:
             out = pc.cast(values, pa.float32()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise self._bad_values(lists, integer=False, row_of_list=rows_of_list) from None
+            raise self._bad_values(
+                lists, integer=False, row_of_list=au.LazyRows(rows_of_list).get()
+            ) from None
         if np.isnan(out).any() and values.null_count:
             out = np.nan_to_num(out, nan=0.0)
         out = out.astype(np.float32, copy=False)
@@ -159,9 +161,7 @@ class RawFeature(BaseFeature):
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceDenseData | SequenceSparseData:
         items, _, seq_lengths = self._split_sequence(arr)
-        seq_off = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
-        np.cumsum(seq_lengths, out=seq_off[1:])
-        item_rows = au.parent_rows(seq_off)
+        item_rows = au.LazyRows(lambda: au.parent_rows_of_lengths(seq_lengths))
         if not au.is_listlike(items.type):
             items = pa.ListArray.from_arrays(
                 pa.array(np.arange(len(items) + 1, dtype=np.int32)), items
@@ -172,7 +172,7 @@ class RawFeature(BaseFeature):
         bad = item_lengths != dim
         if bad.any():
             raise au.BadRows(
-                np.unique(item_rows[bad]),
+                np.unique(item_rows()[bad]),
                 self.input_name,
                 self.name,
                 f"expected {dim} value(s) per sequence item",

@@ -160,6 +160,11 @@ class BaseDataset(IterableDataset):
         """Record batches of one unit with ``__tzrec_file__`` / ``__tzrec_row__`` columns."""
         raise NotImplementedError
 
+    def _read_units(self, units: list[tuple], columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """Record batches of several units in order (readers may merge adjacent units)."""
+        for unit in units:
+            yield from self._read_unit(unit, columns)
+
     # ---- setup -------------------------------------------------------------------------
     def _first_schema_names(self) -> list[str] | None:
         for path in self.files:
@@ -334,11 +339,10 @@ class BaseDataset(IterableDataset):
                 yield batch
 
     def _stream(self, units: list[tuple], columns: list[str]) -> Iterator[pa.Table]:
-        for unit in units:
-            for rb in self._read_unit(unit, columns):
-                if rb.num_rows:
-                    self._add_stat(0, rb.num_rows)
-                    yield pa.Table.from_batches([rb])
+        for rb in self._read_units(units, columns):
+            if rb.num_rows:
+                self._add_stat(0, rb.num_rows)
+                yield pa.Table.from_batches([rb])
 
     def _shuffle_buffer(self, stream: Iterator[pa.Table], rng) -> Iterator[pa.Table]:
         cap = max(1, int(self.data_config.shuffle_buffer_size)) * self.batch_size

@@ -59,14 +59,53 @@ class ParquetDataset(BaseDataset):
         return units
 
     def _read_unit(self, unit: tuple, columns: list[str]) -> Iterator[pa.RecordBatch]:
-        fi, rg, start = unit
+        return self._read_run(unit[0], [unit], columns)
+
+    def _read_units(self, units: list[tuple], columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """Adjacent units of one file are read by one ``iter_batches`` call.
+
+        Its record batches span row-group boundaries, so they stay ``batch_size`` rows and
+        the rebatching passes them through without concatenating and copying.
+        """
+        run: list[tuple] = []
+        for unit in units:
+            if run and unit[0] != run[0][0]:
+                yield from self._read_run(run[0][0], run, columns)
+                run = []
+            run.append(unit)
+        if run:
+            yield from self._read_run(run[0][0], run, columns)
+
+    def _read_run(self, fi: int, run: list[tuple], columns: list[str]) -> Iterator[pa.RecordBatch]:
         pf = self._open(self.files[fi])
-        row = start
+        meta = pf.metadata
+        # file row of the first row of each unit, and where the unit starts in the stream
+        file_start = np.array([u[2] for u in run], dtype=np.int64)
+        counts = np.array([meta.row_group(u[1]).num_rows for u in run], dtype=np.int64)
+        stream_start = np.zeros(len(run) + 1, dtype=np.int64)
+        np.cumsum(counts, out=stream_start[1:])
+        pos = 0
         for rb in pf.iter_batches(
-            batch_size=self.batch_size, row_groups=[rg], columns=columns, use_threads=False
+            batch_size=self.batch_size,
+            row_groups=[u[1] for u in run],
+            columns=columns,
+            use_threads=False,
         ):
             n = rb.num_rows
             yield rb.append_column(
                 FILE_COL, pa.array(np.full(n, fi, dtype=np.int32))
-            ).append_column(ROW_COL, pa.array(np.arange(row, row + n, dtype=np.int64)))
-            row += n
+            ).append_column(ROW_COL, pa.array(_file_rows(pos, n, file_start, stream_start)))
+            pos += n
+
+
+def _file_rows(
+    pos: int, n: int, file_start: np.ndarray, stream_start: np.ndarray
+) -> np.ndarray:
+    """File row numbers of stream rows ``[pos, pos + n)`` of a run of row groups."""
+    k = int(np.searchsorted(stream_start, pos, side="right")) - 1
+    if pos + n <= stream_start[k + 1]:  # within one row group (the common case)
+        first = file_start[k] + pos - stream_start[k]
+        return np.arange(first, first + n, dtype=np.int64)
+    stream_rows = np.arange(pos, pos + n, dtype=np.int64)
+    unit = np.searchsorted(stream_start, stream_rows, side="right") - 1
+    return file_start[unit] + stream_rows - stream_start[unit]
