@@ -50,6 +50,7 @@ from tzrec.protos import data_pb2, pipeline_pb2
 logger = logging.getLogger(__name__)
 
 TRAIN_EVAL_RESULT_FILENAME = "train_eval_result.txt"
+WARMUP_STEPS = 10
 PIPELINE_CONFIG_FILENAME = "pipeline.config"
 STATE_DIR = "state"
 EXTRA_FILE = "extra.json"
@@ -491,6 +492,8 @@ def train_and_evaluate(
     progress = ProgressReporter("Training", total=num_steps or None, start_step=state.global_step)
     start = time.monotonic()
     start_step = state.global_step
+    # steady-state throughput excludes the first steps (reader start-up, lazy init)
+    warm_step, warm_time = start_step + WARMUP_STEPS, 0.0
     done = bool(num_steps) and state.global_step >= num_steps
     epoch = state.epoch
     while not done and (num_epochs == 0 or epoch < num_epochs):
@@ -502,6 +505,8 @@ def train_and_evaluate(
             losses = engine.train_step(batch)
             state.global_step += 1
             state.batches_in_epoch += 1
+            if state.global_step == warm_step:
+                warm_time = time.monotonic()
             progress.update(state.global_step, losses, engine.learning_rates())
             if state.global_step % log_steps == 0:
                 summary.log_train(state.global_step, losses, engine.learning_rates())
@@ -519,7 +524,8 @@ def train_and_evaluate(
         if seen == 0 and skip == 0:
             break  # an empty epoch: more epochs would be empty too
     progress.close()
-    elapsed = time.monotonic() - start
+    loop_end = time.monotonic()
+    elapsed = loop_end - start
     steps = state.global_step - start_step
     if steps == 0 and start_step == 0:
         raise ConfigError(
@@ -532,6 +538,11 @@ def train_and_evaluate(
     result = {
         "global_step": state.global_step,
         "steps_per_second": steps / elapsed if elapsed > 0 else 0.0,
+        "steady_steps_per_second": (
+            (state.global_step - warm_step) / (loop_end - warm_time)
+            if warm_time and state.global_step > warm_step
+            else None
+        ),
         "metrics": last_metrics,
         "model_dir": str(model_dir),
         "checkpoint": str(manager.path_for(state.global_step)),

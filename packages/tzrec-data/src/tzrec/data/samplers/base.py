@@ -146,17 +146,21 @@ class BaseSampler:
 
         I.i.d. draws keep their first occurrence, which is exactly successive weighted
         draws without replacement; the draw size adapts (dynamic expand factor) until ``n``
-        rows are found.
+        rows are found. Draws use a guide table over the cumulative weights (O(1) per draw
+        instead of a binary search), exclusion a bitmap over the table's rows.
         """
         if n <= 0:
             return np.zeros(0, np.int64)
-        cum = self.__dict__.get("_t_cum")
-        if cum is None or self.__dict__.get("_t_cum_of") is not table:
-            cum = np.cumsum(table.weights)
-            self._t_cum, self._t_cum_of = cum, table
-        total = cum[-1] if len(cum) else 0.0
-        exclude = np.unique(exclude[exclude >= 0])
-        eligible = int((table.weights > 0).sum()) - int((table.weights[exclude] > 0).sum())
+        dist = self.__dict__.get("_t_dist")
+        if dist is None or dist.table is not table:
+            dist = self._t_dist = WeightedDraws(table.weights)
+            dist.table = table
+        total = dist.total
+        exclude = exclude[exclude >= 0]
+        excluded = np.zeros(0, np.int64)
+        if len(exclude):
+            excluded = np.unique(exclude)
+        eligible = dist.positive - int(dist.is_positive[excluded].sum())
         if total <= 0 or eligible <= 0:
             raise DataError("negative sampler: no item with positive weight left to sample")
         replace = eligible < n
@@ -168,22 +172,24 @@ class BaseSampler:
                 n,
             )
             self._warned = True
-        chosen = np.zeros(0, np.int64)
-        for _ in range(64):
-            need = n - len(chosen)
-            if need <= 0:
-                break
-            m = int(need * 1.25) + 16
-            cand = np.searchsorted(cum, self.rng.random(m) * total, side="right")
-            cand = np.minimum(cand, len(cum) - 1)
-            if len(exclude):
-                cand = cand[~np.isin(cand, exclude)]
-            if replace:
-                chosen = np.concatenate([chosen, cand])
-                continue
-            merged = np.concatenate([chosen, cand])
-            _, first = np.unique(merged, return_index=True)
-            chosen = merged[np.sort(first)]
+        mask = dist.mask
+        mask[excluded] = True
+        try:
+            chosen = np.zeros(0, np.int64)
+            for _ in range(64):
+                need = n - len(chosen)
+                if need <= 0:
+                    break
+                m = int(need * 1.25) + 16
+                cand = dist.draw(self.rng.random(m) * total)
+                if len(excluded):
+                    cand = cand[~mask[cand]]
+                if replace:
+                    chosen = np.concatenate([chosen, cand])
+                    continue
+                chosen = _first_occurrences(np.concatenate([chosen, cand]))
+        finally:
+            mask[excluded] = False
         if len(chosen) < n:
             raise DataError(f"negative sampler: could only draw {len(chosen)} of {n} negatives")
         return chosen[:n]
@@ -212,6 +218,76 @@ class BaseSampler:
                 break
             out[bad] = self.rng.integers(0, n_items, size=int(bad.sum()))
         return out
+
+
+#: Guide tables whose buckets span more rows than this fall back to a binary search.
+_MAX_GUIDE_WIDTH = 16
+
+
+class WeightedDraws:
+    """Inverse-CDF draws from a weight vector: ``draw(u)`` == ``searchsorted(cum, u, "right")``.
+
+    A guide table of ``len(weights)`` equal-probability buckets holds, per bucket, the
+    first row whose cumulative weight exceeds the bucket start; a draw then only counts
+    the few rows inside its bucket (vectorised over all draws). Heavily skewed weights
+    (a bucket spanning more than ``_MAX_GUIDE_WIDTH`` rows) use a sorted binary search.
+
+    Args:
+        weights: non-negative weights of the table's rows.
+    """
+
+    def __init__(self, weights: np.ndarray) -> None:
+        weights = np.asarray(weights, dtype=np.float64)
+        self.table = None
+        self.n = len(weights)
+        self.cum = np.cumsum(weights)
+        self.total = float(self.cum[-1]) if self.n else 0.0
+        self.is_positive = weights > 0
+        self.positive = int(self.is_positive.sum())
+        #: scratch bitmap over rows (kept all False between uses)
+        self.mask = np.zeros(self.n, dtype=bool)
+        self.guide = None
+        if self.n and self.total > 0:
+            g = self.n
+            self.grid = np.append(np.arange(g, dtype=np.float64) * (self.total / g), np.inf)
+            guide = np.searchsorted(self.cum, self.grid[:-1], side="right")
+            guide = np.append(guide, self.n).astype(np.int64)
+            self.width = int(np.diff(guide).max(initial=0))
+            if self.width <= _MAX_GUIDE_WIDTH:
+                self.guide = guide
+                self.scale = g / self.total
+
+    def draw(self, u: np.ndarray) -> np.ndarray:
+        """Row of each point ``u`` in ``[0, total)`` of the cumulative weights."""
+        n = self.n
+        if self.guide is None:
+            order = np.argsort(u)
+            out = np.empty(len(u), dtype=np.int64)
+            out[order] = np.searchsorted(self.cum, u[order], side="right")
+            return np.minimum(out, n - 1)
+        g = len(self.guide) - 1
+        b = np.minimum((u * self.scale).astype(np.int64), g - 1)
+        # exact bucket despite rounding: grid[b] <= u < grid[b + 1]
+        b -= self.grid[b] > u
+        b += u >= self.grid[b + 1]
+        lo = self.guide[b]
+        width = self.guide[b + 1] - lo
+        out = lo.copy()
+        for k in range(self.width):
+            active = width > k
+            if not active.any():
+                break
+            at = np.minimum(lo + k, n - 1)
+            out += active & (self.cum[at] <= u)
+        return np.minimum(out, n - 1)
+
+
+def _first_occurrences(x: np.ndarray) -> np.ndarray:
+    """The distinct values of ``x`` in order of first occurrence."""
+    _, first = np.unique(x, return_index=True)
+    if len(first) == len(x):
+        return x
+    return x[np.sort(first)]
 
 
 def _positives(table: NodeTable, input_data: dict[str, pa.Array], field: str) -> np.ndarray:

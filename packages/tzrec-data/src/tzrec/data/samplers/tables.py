@@ -146,6 +146,12 @@ class NodeTable:
 
     def index_of(self, ids: np.ndarray) -> np.ndarray:
         """Row index of each id, -1 where the id is not in the table."""
+        ids = np.asarray(ids)
+        n = len(self.ids)
+        if n and int(self.ids[-1]) - int(self.ids[0]) == n - 1 and ids.dtype.kind in "iu":
+            # consecutive ids (sorted, so distinct): the row is the offset from the first
+            pos = ids.astype(np.int64) - int(self.ids[0])
+            return np.where((pos >= 0) & (pos < n), pos, -1)
         pos = np.searchsorted(self.ids, ids)
         pos = np.minimum(pos, max(len(self.ids) - 1, 0))
         found = (self.ids[pos] == ids) if len(self.ids) else np.zeros(len(ids), bool)
