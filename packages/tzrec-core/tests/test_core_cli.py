@@ -43,12 +43,16 @@ def test_plugins_text_shows_distribution_and_version(capsys):
     assert "  models: hstu_match" in out
 
 
-def test_train_validates_config_and_says_engine_is_not_built(capsys, hstu_config_path):
-    code, _, err = run_cli(capsys, "train", "--pipeline_config_path", str(hstu_config_path))
-    assert code == 3
+def test_train_with_missing_input_is_one_line(capsys, dssm_config_path, tmp_path):
+    edits = (
+        f'{{"train_input_path": "{tmp_path}/none.parquet", "model_dir": "{tmp_path}/m"}}'
+    )
+    code, _, err = run_cli(
+        capsys, "train", "--pipeline_config_path", str(dssm_config_path), "--edit_config_json", edits
+    )
+    assert code == 1
     assert err.count("\n") == 1
-    assert "training engine is not built yet" in err
-    assert "model 'hstu_match' resolves" in err
+    assert f"{tmp_path}/none.parquet" in err
 
 
 def test_train_with_bad_edit_config_json_is_one_line(capsys, hstu_config_path):

@@ -99,8 +99,8 @@ def test_unknown_name_lists_what_is_installed():
 
 
 def test_unknown_name_with_known_provider_says_what_to_install():
-    with pytest.raises(PluginError, match=r"model 'dssm' is provided by tzrec-models: pip install"):
-        plugins.get("models", "dssm", provided_by="tzrec-models")
+    with pytest.raises(PluginError, match=r"model 'tdm' is provided by tzrec-models: pip install"):
+        plugins.get("models", "tdm", provided_by="tzrec-models")
 
 
 def test_config_model_resolves_through_the_schema_provider_hint(monkeypatch, hstu_config_path):
@@ -137,8 +137,9 @@ def test_load_plugins_env_with_unknown_name_fails_clearly(monkeypatch):
 def test_describe_lists_hooks_and_registrations():
     rows = {row["distribution"]: row for row in plugins.load_plugins().describe()}
     hstu = rows["tzrec-hstu"]
-    assert hstu["hooks"] == ["register_models"]
-    assert hstu["registers"] == {"models": ["hstu_match"]}
+    assert "register_models" in hstu["hooks"]
+    assert "hstu_match" in hstu["registers"]["models"]
+    assert rows["tzrec-models"]["registers"]["models"] == ["dssm", "multi_tower", "multi_tower_din"]
     assert "commands" in rows["tzrec-core"]["registers"]
 
 

@@ -41,6 +41,7 @@ def test_summary_writes_losses_total_lr_and_metrics(tmp_path):
 
 def test_summary_is_a_no_op_off_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     summary = Summary(tmp_path / "tb")
     assert summary.enabled is False
     summary.log_train(1, {"loss": 1.0})
@@ -71,6 +72,7 @@ def test_progress_reporter_formats_and_counts(capsys, caplog):
 
 def test_progress_reporter_disabled_off_rank_zero(capsys, monkeypatch):
     monkeypatch.setenv("RANK", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     bar = ProgressReporter("Training", total=5)
     bar.update(2, {"loss": 1.0})
     bar.close()
@@ -96,6 +98,7 @@ def test_eval_result_file_has_one_sorted_json_line_per_eval(tmp_path):
 
 def test_eval_result_not_written_off_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     assert write_eval_result(tmp_path / EVAL_RESULT_FILENAME, 1, {"auc": 0.5}) is None
     assert not (tmp_path / EVAL_RESULT_FILENAME).exists()
     assert read_eval_results(tmp_path / EVAL_RESULT_FILENAME) == []

@@ -84,11 +84,18 @@ class _NotPackable(Exception):
     pass
 
 
-def _new_buffer(nbytes: int) -> torch.Tensor:
-    """A uint8 buffer; in shared memory inside a DataLoader worker (no copy when queued)."""
+def _in_worker() -> bool:
     from torch.utils.data import get_worker_info
 
-    if get_worker_info() is not None and nbytes > 0:
+    return get_worker_info() is not None
+
+
+def new_buffer(nbytes: int) -> torch.Tensor:
+    """A uint8 buffer; in shared memory inside a DataLoader worker (no copy when queued).
+
+    Tensors that are views of such a buffer cross to the main process without a copy.
+    """
+    if nbytes > 0 and _in_worker():
         new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
         if new_shared is not None:
             return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes), 0, (nbytes,))
@@ -100,7 +107,7 @@ def _rebuild_packed(
     buf: torch.Tensor, meta: list, state: dict, reserves: Any, batch_size: int
 ) -> Batch:
     tensors = [
-        buf[off : off + nbytes].view(dtype).view(shape) for off, nbytes, dtype, shape in meta
+        buf[m[0] : m[0] + m[1]].view(m[2]).view(m[3]) if isinstance(m, tuple) else m for m in meta
     ]
 
     def get(i: int | None) -> torch.Tensor | None:
@@ -210,15 +217,20 @@ class Batch:
             }
         except _NotPackable:
             return (_rebuild_fields, (dict(self.__dict__),))
-        meta = []
+        meta: list = []
         pos = 0
         for t in packer.tensors:
+            if t.is_shared() and t.numel():
+                meta.append(t)  # already in shared memory (see new_buffer): no copy
+                continue
             nbytes = t.numel() * t.element_size()
             meta.append((pos, nbytes, t.dtype, tuple(t.shape)))
             pos += -(-nbytes // _ALIGN) * _ALIGN
-        buf = _new_buffer(pos)
-        for t, (off, nbytes, dtype, shape) in zip(packer.tensors, meta, strict=True):
-            buf[off : off + nbytes].view(dtype).view(shape).copy_(t)
+        buf = new_buffer(pos)
+        for t, m in zip(packer.tensors, meta, strict=True):
+            if isinstance(m, tuple):
+                off, nbytes, dtype, shape = m
+                buf[off : off + nbytes].view(dtype).view(shape).copy_(t)
         return (_rebuild_packed, (buf, meta, state, self.reserves, self.batch_size))
 
     def __len__(self) -> int:

@@ -11,7 +11,7 @@ import torch
 from torchrec import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from tzrec.data import arrow_utils as au
-from tzrec.data.batch import Batch
+from tzrec.data.batch import Batch, new_buffer
 from tzrec.data.features.base import (
     BASE_DATA_GROUP,
     BaseFeature,
@@ -27,6 +27,12 @@ def _t(x: np.ndarray) -> torch.Tensor:
     if not x.flags.writeable:
         x = x.copy()
     return torch.from_numpy(x)
+
+
+def _empty(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised 1-d tensor; in shared memory inside a DataLoader worker."""
+    nbytes = n * torch.empty(0, dtype=dtype).element_size()
+    return new_buffer(nbytes).view(dtype) if nbytes else torch.empty(0, dtype=dtype)
 
 
 class DataParser:
@@ -134,7 +140,12 @@ class DataParser:
     @staticmethod
     def _kjt(items: list) -> KeyedJaggedTensor:
         keys = [k for k, *_ in items]
-        values = np.concatenate([v for _, v, _, _ in items]).astype(np.int64, copy=False)
+        parts = [v for _, v, _, _ in items]
+        # concatenated straight into the tensor's memory (shared memory in a worker)
+        values_t = _empty(sum(len(v) for v in parts), torch.int64)
+        values = values_t.numpy()
+        if len(values):
+            np.concatenate(parts, out=values, casting="unsafe")
         lengths = np.concatenate([n for _, _, n, _ in items]).astype(np.int32, copy=False)
         weights = None
         if any(w is not None for *_, w in items):
@@ -143,7 +154,7 @@ class DataParser:
                     [w if w is not None else np.ones(len(v), np.float32) for _, v, _, w in items]
                 ).astype(np.float32, copy=False)
             )
-        return KeyedJaggedTensor(keys=keys, values=_t(values), lengths=_t(lengths), weights=weights)
+        return KeyedJaggedTensor(keys=keys, values=values_t, lengths=_t(lengths), weights=weights)
 
     def _check_groups(self, parsed: dict) -> None:
         """Every sub-feature of one sequence group must have the same items per row."""

@@ -16,15 +16,20 @@ class ParquetDataset(BaseDataset):
     """Parquet reader; shards split the files' row groups between ranks and workers.
 
     Memory is bounded by ``batch_size`` rows per worker (plus the shuffle buffer): row
-    groups are read with ``ParquetFile.iter_batches``.
+    groups are read with ``ParquetFile.iter_batches``. Files are memory-mapped (no copy of
+    the compressed pages into fresh buffers); set ``memory_map = False`` on the class or
+    instance for file systems where mapping is undesirable.
     """
+
+    #: Open files with ``memory_map=True``.
+    memory_map = True
 
     def _open(self, path: str) -> pq.ParquetFile:
         cache = self.__dict__.setdefault("_pf_cache", {})
         pf = cache.get(path)
         if pf is None:
             try:
-                pf = pq.ParquetFile(path)
+                pf = pq.ParquetFile(path, memory_map=self.memory_map)
             except (pa.ArrowInvalid, OSError) as err:
                 raise DataError(f"{path}: not a readable parquet file ({err})") from None
             if len(cache) > 64:
@@ -98,9 +103,7 @@ class ParquetDataset(BaseDataset):
             pos += n
 
 
-def _file_rows(
-    pos: int, n: int, file_start: np.ndarray, stream_start: np.ndarray
-) -> np.ndarray:
+def _file_rows(pos: int, n: int, file_start: np.ndarray, stream_start: np.ndarray) -> np.ndarray:
     """File row numbers of stream rows ``[pos, pos + n)`` of a run of row groups."""
     k = int(np.searchsorted(stream_start, pos, side="right")) - 1
     if pos + n <= stream_start[k + 1]:  # within one row group (the common case)

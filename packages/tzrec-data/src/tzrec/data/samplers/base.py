@@ -249,9 +249,11 @@ class WeightedDraws:
         self.guide = None
         if self.n and self.total > 0:
             g = self.n
-            self.grid = np.append(np.arange(g, dtype=np.float64) * (self.total / g), np.inf)
-            guide = np.searchsorted(self.cum, self.grid[:-1], side="right")
-            guide = np.append(guide, self.n).astype(np.int64)
+            self.step = self.total / g
+            grid = np.arange(g, dtype=np.float64) * self.step
+            guide = np.searchsorted(self.cum, grid, side="right")
+            index_type = np.int32 if self.n < 2**31 else np.int64
+            guide = np.append(guide, self.n).astype(index_type)
             self.width = int(np.diff(guide).max(initial=0))
             if self.width <= _MAX_GUIDE_WIDTH:
                 self.guide = guide
@@ -267,10 +269,12 @@ class WeightedDraws:
             return np.minimum(out, n - 1)
         g = len(self.guide) - 1
         b = np.minimum((u * self.scale).astype(np.int64), g - 1)
-        # exact bucket despite rounding: grid[b] <= u < grid[b + 1]
-        b -= self.grid[b] > u
-        b += u >= self.grid[b + 1]
-        lo = self.guide[b]
+        # exact bucket despite rounding: grid[b] <= u < grid[b + 1], with grid[j] computed
+        # exactly as when the guide was built and grid[g] = inf
+        b -= b.astype(np.float64) * self.step > u
+        nxt = b + 1
+        b += (nxt < g) & (u >= nxt.astype(np.float64) * self.step)
+        lo = self.guide[b].astype(np.int64)
         width = self.guide[b + 1] - lo
         out = lo.copy()
         for k in range(self.width):

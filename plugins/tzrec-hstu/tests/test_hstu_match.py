@@ -1,0 +1,160 @@
+"""HSTUMatch: towers, last-position gather, candidate scoring, config errors, the example."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzrec.core.config import load_pipeline_config, parse_pipeline_config
+from tzrec.core.engine.trainer import build_model
+from tzrec.core.errors import ConfigError
+from tzrec.data import create_features
+from tzrec.data.readers.parquet import ParquetDataset
+from tzrec.hstu import examples
+from tzrec.hstu.hstu_match import candidate_similarity, gather_last
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "docs/examples/hstu_match_kuairand.config"
+
+
+def load_config(paths, edit=None):
+    config = load_pipeline_config(str(EXAMPLE_CONFIG))
+    config.train_input_path = paths["train"]
+    config.data_config.negative_sampler.input_path = paths["items"]
+    config.data_config.batch_size = 16
+    config.data_config.negative_sampler.num_sample = 16 * 7  # 7 negatives per row
+    if edit is not None:
+        edit(config)
+    return config
+
+
+def model_and_batch(paths, edit=None):
+    config = load_config(paths, edit)
+    features = create_features(config.feature_configs, config.data_config)
+    ds = ParquetDataset(config.data_config, features, paths["train"], mode="train")
+    batch = next(iter(ds))
+    torch.manual_seed(0)
+    return build_model(config, ds.features), batch
+
+
+def test_gather_last_reads_each_rows_last_item_and_defaults_empty_rows():
+    values = torch.arange(10.0).reshape(5, 2)
+    default = torch.tensor([-1.0, -2.0])
+    out = gather_last(values, torch.tensor([0, 2, 2, 5]), default)
+    torch.testing.assert_close(out, torch.tensor([[2.0, 3.0], [-1.0, -2.0], [8.0, 9.0]]))
+    empty = gather_last(values[:0], torch.tensor([0, 0]), default)
+    torch.testing.assert_close(empty, default.unsqueeze(0))
+
+
+def test_candidate_similarity_scores_each_user_against_its_candidates():
+    users = torch.randn(3, 4)
+    items = torch.randn(3 * 5, 4)
+    sim = candidate_similarity(users, items, torch.tensor([5, 5, 5]))
+    assert sim.shape == (3, 5)
+    torch.testing.assert_close(sim[1, 2], users[1] @ items[5 + 2])
+    in_batch = candidate_similarity(users, items, torch.tensor([5, 5, 5]), in_batch_negative=True)
+    assert in_batch.shape == (3, 3)
+    torch.testing.assert_close(in_batch[0, 2], users[0] @ items[10])
+
+
+def test_differing_candidate_counts_are_a_config_error():
+    with pytest.raises(ConfigError, match="same number of candidates"):
+        candidate_similarity(torch.randn(2, 4), torch.randn(5, 4), torch.tensor([2, 3]))
+
+
+def test_forward_loss_backward_on_example_data(small_data):
+    model, batch = model_and_batch(small_data)
+    pred = model.predict(batch)
+    assert pred["similarity"].shape == (batch.batch_size, 8)
+    assert pred["user_emb"].shape == (batch.batch_size, 16)
+    assert pred["item_emb"].shape == (batch.batch_size * 8, 16)
+    # COSINE: both towers are unit-norm
+    torch.testing.assert_close(pred["item_emb"].norm(dim=1), torch.ones(batch.batch_size * 8))
+    loss = model.loss(pred, batch)["softmax_cross_entropy"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.user_tower.stu.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.update_metric(pred, batch)
+    assert set(model.compute_metric()) == {"recall@1", "recall@5"}
+
+
+def test_zero_length_history_gives_finite_embedding(small_data):
+    model, batch = model_and_batch(small_data)
+    grouped = model.embedding_group(batch)
+    lengths = grouped["uih.sequence_length"]
+    assert (lengths == 0).any(), "the small data set plants empty histories"
+    user = model.user_tower(grouped)
+    assert torch.isfinite(user).all()
+    # without contextual tokens an empty row has no positions: the learned default is used
+    def no_contextual(config):
+        groups = config.model_config.feature_groups
+        keep = [g for g in groups if g.group_name != "contextual"]
+        del groups[:]
+        groups.extend(keep)
+
+    model, batch = model_and_batch(small_data, no_contextual)
+    grouped = model.embedding_group(batch)
+    user = model.user_tower(grouped)
+    empty = grouped["uih.sequence_length"] == 0
+    assert torch.isfinite(user).all()
+    torch.testing.assert_close(user[empty], model.user_tower.empty_history.expand_as(user[empty]))
+
+
+def test_inner_product_does_not_normalise_items(small_data):
+    def inner(config):
+        config.model_config.hstu_match.similarity = 0  # INNER_PRODUCT
+
+    model, batch = model_and_batch(small_data, inner)
+    item = model.predict(batch)["item_emb"]
+    assert not torch.allclose(item.norm(dim=1), torch.ones(item.shape[0]))
+
+
+def test_action_encoder_without_uih_action_group_is_a_config_error(small_data):
+    def drop_action(config):
+        groups = config.model_config.feature_groups
+        keep = [g for g in groups if g.group_name != "uih_action"]
+        del groups[:]
+        groups.extend(keep)
+
+    with pytest.raises(ConfigError, match="uih_action"):
+        model_and_batch(small_data, drop_action)
+
+
+def test_time_encoding_without_uih_timestamp_group_is_a_config_error(small_data):
+    def drop_ts(config):
+        groups = config.model_config.feature_groups
+        keep = [g for g in groups if g.group_name != "uih_timestamp"]
+        del groups[:]
+        groups.extend(keep)
+
+    with pytest.raises(ConfigError, match="uih_timestamp"):
+        model_and_batch(small_data, drop_ts)
+
+
+def test_mismatched_tower_widths_are_a_config_error(small_data):
+    def wide_items(config):
+        config.model_config.hstu_match.item_tower.mlp.hidden_units[:] = [32]
+
+    with pytest.raises(ConfigError, match="output_dim"):
+        model_and_batch(small_data, wide_items)
+
+
+def test_inference_view_returns_embeddings_only(small_data):
+    model, batch = model_and_batch(small_data)
+    model.set_is_inference(True)
+    model.eval()
+    pred = model.predict(batch)
+    assert set(pred) == {"user_emb", "item_emb"}
+
+
+def test_packaged_example_config_matches_the_docs_copy():
+    assert examples.config_text() == EXAMPLE_CONFIG.read_text(encoding="utf-8")
+
+
+def test_default_example_writes_data_and_a_runnable_config(tmp_path):
+    path = examples.make(tmp_path)
+    config = parse_pipeline_config(path.read_text(), str(path))
+    assert config.model_config.WhichOneof("model") == "hstu_match"
+    for p in (config.train_input_path, config.eval_input_path):
+        assert (tmp_path / "data").resolve() in Path(p).parents
+    assert config.model_dir == str((tmp_path / "model").resolve())
