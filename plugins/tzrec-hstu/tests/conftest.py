@@ -9,8 +9,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "docs" / "examples" / (
-    "hstu_match_kuairand.config"
+EXAMPLE_CONFIG = (
+    Path(__file__).resolve().parents[3] / "docs" / "examples" / ("hstu_match_kuairand.config")
 )
 
 

@@ -12,6 +12,7 @@ from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.hstu import examples
 from tzrec.hstu.hstu_match import candidate_similarity, gather_last
+from tzrec.protos import simi_pb2
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "docs/examples/hstu_match_kuairand.config"
 
@@ -85,6 +86,7 @@ def test_zero_length_history_gives_finite_embedding(small_data):
     assert (lengths == 0).any(), "the small data set plants empty histories"
     user = model.user_tower(grouped)
     assert torch.isfinite(user).all()
+
     # without contextual tokens an empty row has no positions: the learned default is used
     def no_contextual(config):
         groups = config.model_config.feature_groups
@@ -102,7 +104,7 @@ def test_zero_length_history_gives_finite_embedding(small_data):
 
 def test_inner_product_does_not_normalise_items(small_data):
     def inner(config):
-        config.model_config.hstu_match.similarity = 0  # INNER_PRODUCT
+        config.model_config.hstu_match.similarity = simi_pb2.INNER_PRODUCT
 
     model, batch = model_and_batch(small_data, inner)
     item = model.predict(batch)["item_emb"]

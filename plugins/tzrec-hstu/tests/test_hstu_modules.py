@@ -151,8 +151,9 @@ def test_uih_preprocessor_prepends_contextual_tokens_and_keeps_empty_rows():
     assert seq.timestamps.tolist() == [0, 0, 10, 20, 0, 0, 0, 0, 5, 6, 7]
     assert seq.contextual_len == 2 and seq.max_seq_len == 6
     # the zero-length row is its two contextual tokens, equal to a lone row's
-    alone = pre({k: v[1:2] if k == "contextual" else v[:0] for k, v in inputs.items()},
-                torch.tensor([0]))
+    alone = pre(
+        {k: v[1:2] if k == "contextual" else v[:0] for k, v in inputs.items()}, torch.tensor([0])
+    )
     torch.testing.assert_close(alone.values, seq.values[4:6])
 
 

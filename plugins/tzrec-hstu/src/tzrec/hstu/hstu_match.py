@@ -57,9 +57,7 @@ def reverse_jagged_rows(offsets: torch.Tensor) -> torch.Tensor:
     return offsets[rows] + lengths[rows] - 1 - pos
 
 
-def gather_last(
-    values: torch.Tensor, offsets: torch.Tensor, default: torch.Tensor
-) -> torch.Tensor:
+def gather_last(values: torch.Tensor, offsets: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
     """(B, D): each row's last item; an empty row gets ``default`` (never reads index -1)."""
     return jagged_last(values, offsets, default=default.to(values.dtype))
 
@@ -171,7 +169,9 @@ class HSTUMatchItemTower(nn.Module):
     def __init__(self, tower_config: tower_pb2.Tower, in_dim: int) -> None:
         super().__init__()
         self.input = tower_config.input
-        self.mlp = MLP.from_config(in_dim, tower_config.mlp) if tower_config.HasField("mlp") else None
+        self.mlp = (
+            MLP.from_config(in_dim, tower_config.mlp) if tower_config.HasField("mlp") else None
+        )
 
     def output_dim(self, in_dim: int) -> int:
         """Width of the output."""

@@ -36,9 +36,7 @@ class HSTUPositionalEncoder(nn.Module):
             raise ConfigError("positional_encoder.num_position_buckets must be > 0")
         self.use_time_encoding = bool(config.use_time_encoding)
         if self.use_time_encoding and config.num_time_buckets <= 0:
-            raise ConfigError(
-                "positional_encoder.use_time_encoding needs num_time_buckets > 0"
-            )
+            raise ConfigError("positional_encoder.use_time_encoding needs num_time_buckets > 0")
         if config.time_bucket_fn not in ("sqrt", "log"):
             raise ConfigError(
                 f"positional_encoder.time_bucket_fn must be 'sqrt' or 'log', "

@@ -107,9 +107,7 @@ class SimpleActionEncoder(nn.Module):
 class ContextualizedMLP(nn.Module):
     """``simple_mlp``: Linear → SiLU → Linear → LayerNorm, ``in_dim`` to ``out_dim``."""
 
-    def __init__(
-        self, config: module_pb2.GRContextualizedMLP, in_dim: int, out_dim: int
-    ) -> None:
+    def __init__(self, config: module_pb2.GRContextualizedMLP, in_dim: int, out_dim: int) -> None:
         super().__init__()
         chosen = which_oneof(config, "contextualized_mlp")
         if chosen is None or chosen[0] != "simple_mlp":
@@ -166,9 +164,7 @@ class UIHPreprocessor(nn.Module):
         if config.HasField("action_encoder"):
             chosen = which_oneof(config.action_encoder, "action_encoder")
             if chosen is None or chosen[0] != "simple_action_encoder":
-                raise ConfigError(
-                    "uih_preprocessor.action_encoder: set simple_action_encoder"
-                )
+                raise ConfigError("uih_preprocessor.action_encoder: set simple_action_encoder")
             if UIH_ACTION not in input_dims:
                 raise ConfigError(
                     "uih_preprocessor.action_encoder needs a JAGGED_SEQUENCE feature group "
