@@ -46,7 +46,7 @@ def write_dssm_data(
         "items": str(out_dir / "dssm_items.txt"),
     }
     pq.write_table(rows(num_rows), paths["train"], row_group_size=250)
-    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"], row_group_size=250)
+    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"])
     with open(paths["items"], "w", encoding="utf-8") as f:
         f.write("id:int64\tweight:float\tfeature:string\n")
         for i in range(num_items):
@@ -92,5 +92,5 @@ def write_din_data(
 
     paths = {"train": str(out_dir / "din_train.parquet"), "eval": str(out_dir / "din_eval.parquet")}
     pq.write_table(rows(num_rows), paths["train"], row_group_size=250)
-    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"], row_group_size=250)
+    pq.write_table(rows(max(num_rows // 4, 64)), paths["eval"])
     return paths

@@ -44,11 +44,14 @@ def test_plugins_text_shows_distribution_and_version(capsys):
 
 
 def test_train_with_missing_input_is_one_line(capsys, dssm_config_path, tmp_path):
-    edits = (
-        f'{{"train_input_path": "{tmp_path}/none.parquet", "model_dir": "{tmp_path}/m"}}'
-    )
+    edits = f'{{"train_input_path": "{tmp_path}/none.parquet", "model_dir": "{tmp_path}/m"}}'
     code, _, err = run_cli(
-        capsys, "train", "--pipeline_config_path", str(dssm_config_path), "--edit_config_json", edits
+        capsys,
+        "train",
+        "--pipeline_config_path",
+        str(dssm_config_path),
+        "--edit_config_json",
+        edits,
     )
     assert code == 1
     assert err.count("\n") == 1

@@ -110,6 +110,17 @@ def test_rank_sharding_is_disjoint_and_complete(feature_configs, data_config, wr
     assert all(len(s) > 0 for s in seen)
 
 
+def test_one_row_group_is_striped_across_ranks(feature_configs, data_config, write_parquet):
+    path = write_parquet("a.parquet", table(40), row_group_size=40)
+    seen = []
+    for rank in range(2):
+        ds = make(feature_configs, data_config, path, mode="eval", rank=rank, world_size=2)
+        seen.append(all_cats(list(ds)))
+        assert ds.summary["rows_read"] == 20
+    assert sorted(seen[0] + seen[1]) == list(range(40))
+    assert len(seen[0]) == len(seen[1]) == 20
+
+
 def test_dataloader_workers_read_disjoint_shards(feature_configs, data_config, write_parquet):
     path = write_parquet("a.parquet", table(24), row_group_size=4)
     dc = data_config(

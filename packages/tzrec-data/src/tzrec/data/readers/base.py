@@ -324,12 +324,18 @@ class BaseDataset(IterableDataset):
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(units))
             units = [units[i] for i in order]
-        my_units = units[shard::num_shards]
+        stripe: tuple[int, int] | None = None
+        if 0 < len(units) < num_shards:
+            # Fewer files/row groups than shards: every shard reads all of them and keeps
+            # every num_shards-th chunk of rows, so no rank or worker is left without data.
+            my_units, stripe = units, (shard, num_shards)
+        else:
+            my_units = units[shard::num_shards]
         rng = np.random.default_rng([self.seed, epoch, shard])
         if self._sampler is not None:
             self._sampler.set_seed(int(rng.integers(1 << 62)))
         columns = self._needed_columns()
-        stream = self._stream(my_units, columns)
+        stream = self._stream(my_units, columns, stripe)
         if self.shuffle:
             stream = self._shuffle_buffer(stream, rng)
         for table in self._rebatch(stream):
@@ -338,8 +344,12 @@ class BaseDataset(IterableDataset):
                 self._add_stat(2, 1)
                 yield batch
 
-    def _stream(self, units: list[tuple], columns: list[str]) -> Iterator[pa.Table]:
-        for rb in self._read_units(units, columns):
+    def _stream(
+        self, units: list[tuple], columns: list[str], stripe: tuple[int, int] | None = None
+    ) -> Iterator[pa.Table]:
+        for i, rb in enumerate(self._read_units(units, columns)):
+            if stripe is not None and i % stripe[1] != stripe[0]:
+                continue
             if rb.num_rows:
                 self._add_stat(0, rb.num_rows)
                 yield pa.Table.from_batches([rb])
