@@ -16,14 +16,7 @@ from tzrec.models.losses import (
 )
 from tzrec.protos import loss_pb2
 
-
-@pytest.fixture(autouse=True)
-def only_models_plugin(monkeypatch):
-    """Load just tzrec-models' plugin: fast, and independent of sibling packages."""
-    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-models")
-    plugins.reset_plugin_manager()
-    yield
-    plugins.reset_plugin_manager()
+pytestmark = pytest.mark.usefixtures("only_models_plugin")
 
 
 def _cfg(text: str) -> loss_pb2.LossConfig:

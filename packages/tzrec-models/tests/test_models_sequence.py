@@ -2,7 +2,6 @@ import pytest
 import torch
 from google.protobuf import text_format
 
-from tzrec.core import plugins
 from tzrec.core.errors import ConfigError
 from tzrec.models.modules.sequence import (
     DINEncoder,
@@ -17,13 +16,7 @@ from tzrec.protos import seq_encoder_pb2
 B, L, D = 4, 6, 8
 
 
-@pytest.fixture(autouse=True)
-def only_models_plugin(monkeypatch):
-    """Load just tzrec-models' plugin: fast, and independent of sibling packages."""
-    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-models")
-    plugins.reset_plugin_manager()
-    yield
-    plugins.reset_plugin_manager()
+pytestmark = pytest.mark.usefixtures("only_models_plugin")
 
 
 def _cfg(text: str) -> seq_encoder_pb2.SeqEncoderConfig:
