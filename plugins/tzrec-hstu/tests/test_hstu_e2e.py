@@ -1,12 +1,14 @@
 """`tzrec train` on synthetic data with planted structure: HSTUMatch learns it."""
 
 import json
+import os
+import subprocess
+import sys
 
-from tzrec.core.cli import main
 from tzrec.hstu.synthetic import write_hstu_data
 
 
-def test_hstu_match_learns_planted_structure(tmp_path, example_config, data_edits, capsys):
+def test_hstu_match_learns_planted_structure(tmp_path, example_config, data_edits):
     paths = write_hstu_data(
         tmp_path / "data", num_rows=2000, num_eval_rows=500, num_items=600, max_history=10
     )
@@ -18,15 +20,15 @@ def test_hstu_match_learns_planted_structure(tmp_path, example_config, data_edit
             "data_config.batch_size": 32,
             "data_config.negative_sampler.num_sample": 32 * 15,  # 15 negatives per row
             "data_config.negative_sampler.num_eval_sample": 32 * 15,
-            "train_config.num_epochs": 2,
-            "train_config.sparse_optimizer.rowwise_adagrad_optimizer.lr": 0.1,
-            "train_config.dense_optimizer.adam_optimizer.lr": 0.01,
         },
     )
-    rc = main(["train", "--pipeline_config_path", str(example_config), "--edit_config_json", edits])
-    assert rc == 0
-    lines = (model_dir / "train_eval_result.txt").read_text().splitlines()
-    final = json.loads(lines[-1])
+    # a child process: Triton's CPU interpreter (set for these tests) slows training down
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "tzrec.core.cli", "train"]
+    cmd += ["--pipeline_config_path", str(example_config), "--edit_config_json", edits]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tzrec train: eval recall@1=" in proc.stdout
+    final = json.loads((model_dir / "train_eval_result.txt").read_text().splitlines()[-1])
     # 16 candidates per row: random recall@5 is 5/16 ~ 0.31
-    assert final["recall@5"] > 0.6, final
-    assert "tzrec train: eval recall@1=" in capsys.readouterr().out
+    assert final["recall@5"] > 0.7, final

@@ -111,6 +111,27 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def fit_threads(num_workers: int) -> int:
+    """Keep compute threads plus reader worker processes within the machine's cores.
+
+    OpenMP threads spin while they wait; with more runnable threads than cores (reader
+    workers included) a step can get tens of times slower. ``TZREC_NUM_THREADS`` overrides.
+    """
+    wanted = os.environ.get("TZREC_NUM_THREADS")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = int(wanted) if wanted else max(1, (cores or 1) - max(num_workers, 0))
+    threads = min(threads, torch.get_num_threads()) if not wanted else threads
+    if threads != torch.get_num_threads():
+        logger.info(
+            "using %d compute thread(s) beside %d reader worker(s) on %s core(s)",
+            threads,
+            num_workers,
+            cores,
+        )
+        torch.set_num_threads(threads)
+    return threads
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (fixed seeds give identical first losses on CPU)."""
     random.seed(seed)
@@ -430,6 +451,9 @@ def train_and_evaluate(
     device = init_distributed()
     tc = config.train_config
     seed_everything(int(os.environ.get("TZREC_SEED", "2024")))
+    if device.type == "cpu":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        fit_threads(int(config.data_config.num_workers) * local + (local - 1))
     model_dir = Path(config.model_dir)
     manager = CheckpointManager(model_dir, tc.keep_checkpoint_max)
     latest, _ = manager.latest()
