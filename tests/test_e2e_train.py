@@ -183,3 +183,53 @@ def test_tzrec_run_trains_evaluates_then_reaches_the_exporter(dssm_data, tmp_pat
     # the export engine lands with the export issue; until then run says so, exit code 3
     assert rc == 3
     assert "export engine is not built yet" in err.strip().splitlines()[-1]
+
+
+def test_fine_tune_loads_matching_weights_and_reports_the_rest(dssm_data, tmp_path, caplog):
+    base = tmp_path / "base"
+    edits = dssm_edits(dssm_data, base, **{"train_config.num_steps": 5})
+    assert main(["train", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits]) == 0
+    tuned = tmp_path / "tuned"
+    # a wider user MLP: its first layer cannot come from the base checkpoint
+    edits = dssm_edits(
+        dssm_data,
+        tuned,
+        **{
+            "train_config.num_steps": 2,
+            "model_config.dssm.user_tower.mlp.hidden_units": "[128, 32]",
+        },
+    )
+    caplog.set_level("INFO")
+    rc = main(
+        [
+            "train",
+            "--pipeline_config_path",
+            str(DSSM),
+            "--edit_config_json",
+            edits,
+            "--fine_tune_checkpoint",
+            str(base),
+        ]
+    )
+    assert rc == 0
+    assert "fine-tuning from" in caplog.text
+    assert "with another shape" in caplog.text
+    assert "user_tower.mlp.mlp.0" in caplog.text
+    assert (tuned / "model.ckpt-2" / "done").is_file()
+
+
+def test_fine_tune_from_a_missing_checkpoint_is_one_line(dssm_data, tmp_path, capsys):
+    edits = dssm_edits(dssm_data, tmp_path / "m", **{"train_config.num_steps": 2})
+    rc = main(
+        [
+            "train",
+            "--pipeline_config_path",
+            str(DSSM),
+            "--edit_config_json",
+            edits,
+            "--fine_tune_checkpoint",
+            str(tmp_path / "nowhere"),
+        ]
+    )
+    assert rc == 1
+    assert "fine_tune_checkpoint:" in capsys.readouterr().err

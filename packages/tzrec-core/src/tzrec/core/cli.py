@@ -51,17 +51,25 @@ _QUIET_WARNING_MODULES = r"(torchrec|fbgemm_gpu|torch\.distributed|torch\.nn\.pa
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
+    """One stderr handler with tzrec's format on the root logger.
+
+    Plain stream handlers that libraries installed at import time (torchrec calls
+    ``basicConfig``) are replaced; other handlers (files, test capture) are kept.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_drop_library_chatter)
+        handler.addFilter(_drop_library_chatter)
         warnings.filterwarnings("ignore", module=_QUIET_WARNING_MODULES)
 
 

@@ -387,6 +387,52 @@ class Engine:
         logger.info("restored %s", path)
         return TrainState(**extra)
 
+    def fine_tune_from(self, path: Path) -> dict[str, list[str]]:
+        """Initialise the weights that another checkpoint has (same name and shape).
+
+        Returns the parameter names that were ``missing`` from the checkpoint or had a
+        ``mismatched`` shape (both keep their fresh initialisation, and are logged).
+        """
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import DefaultLoadPlanner
+
+        storage = str(path / STATE_DIR)
+        try:
+            meta = dcp.FileSystemReader(storage).read_metadata().state_dict_metadata
+        except Exception as e:
+            raise ConfigError(f"{path}: not a readable tzrec checkpoint ({e})") from None
+        keep: dict[str, Any] = {}
+        report: dict[str, list[str]] = {"missing": [], "mismatched": []}
+        for name, value in self.dmp.state_dict().items():
+            saved = meta.get(f"model.{name}")
+            if saved is None:
+                report["missing"].append(name)
+                continue
+            size = getattr(saved, "size", None)
+            if size is not None and hasattr(value, "size") and tuple(size) != tuple(value.size()):
+                report["mismatched"].append(name)
+                continue
+            keep[name] = value
+        if not keep:
+            raise ConfigError(f"{path}: shares no weights with this model; nothing to fine-tune")
+        dcp.load(
+            {"model": keep},
+            checkpoint_id=storage,
+            planner=DefaultLoadPlanner(allow_partial_load=True),
+        )
+        self.dmp.load_state_dict(keep, strict=False)
+        logger.info(
+            "fine-tuning from %s: %d tensors loaded, %d missing there, %d with another shape",
+            path,
+            len(keep),
+            len(report["missing"]),
+            len(report["mismatched"]),
+        )
+        for kind, names in report.items():
+            if names:
+                logger.info("  %s: %s", kind, ", ".join(names))
+        return report
+
 
 # -- loops --------------------------------------------------------------------------------
 
@@ -480,9 +526,11 @@ def train_and_evaluate(
     else:
         ft = fine_tune_checkpoint or tc.fine_tune_checkpoint
         if ft:
-            ft_path = CheckpointManager(ft, is_writer=False).resolve(ft)
-            engine.restore(ft_path, with_optimizer=False)
-            logger.info("fine-tuning from %s", ft_path)
+            try:
+                ft_path = CheckpointManager(ft, is_writer=False).resolve(ft)
+            except FileNotFoundError as e:
+                raise ConfigError(f"fine_tune_checkpoint: {e}") from None
+            engine.fine_tune_from(ft_path)
     num_epochs = int(tc.num_epochs) if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
     num_steps = int(tc.num_steps)
     save_steps = int(tc.save_checkpoints_steps)
