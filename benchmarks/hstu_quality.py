@@ -13,9 +13,10 @@ ones make training rows (history → next item; the last ``--targets_per_user`` 
 each user). Every item is ranked for every user, items of the user's history are filtered
 out, and HR@10 / NDCG@10 are averaged over users.
 
-Both models are trained in-process with Adam on the example config's model
-(``docs/examples/hstu_match_kuairand.config``; DSSM: user_id + the two contextual ids →
-MLP, video_id → MLP), sampled softmax over ``--negatives`` negatives per row.
+Both models are trained in-process (Adagrad for embedding tables, Adam for the rest):
+HSTUMatch as ``docs/examples/hstu_match_kuairand.config``; DSSM over user_id + the two
+contextual ids (user tower) and video_id (item tower); sampled softmax over
+``--negatives`` negatives per row.
 
 Usage: ``uv run python benchmarks/hstu_quality.py [--datasets synthetic,ml-100k]``
 """
@@ -197,7 +198,7 @@ def dssm_config(items_path: str, batch: int, negatives: int):
     return config
 
 
-def train(config, train_path: str, epochs: int, lr: float) -> tuple:
+def train(config, train_path: str, epochs: int, lr: float, sparse_lr: float) -> tuple:
     from tzrec.core.engine.trainer import build_model
     from tzrec.data import create_features
     from tzrec.data.readers.parquet import ParquetDataset
@@ -206,15 +207,28 @@ def train(config, train_path: str, epochs: int, lr: float) -> tuple:
     features = create_features(config.feature_configs, config.data_config)
     ds = ParquetDataset(config.data_config, features, train_path, mode="train")
     model = build_model(config, ds.features)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    from torchrec import EmbeddingBagCollection, EmbeddingCollection
+
+    tables = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, EmbeddingBagCollection | EmbeddingCollection)
+        for p in m.parameters()
+    }
+    sparse = [p for p in model.parameters() if id(p) in tables]
+    dense = [p for p in model.parameters() if id(p) not in tables]
+    # as the example config: Adagrad for embedding tables, Adam for the rest
+    opts = [torch.optim.Adagrad(sparse, lr=sparse_lr), torch.optim.Adam(dense, lr=lr)]
     model.train()
     steps, start = 0, time.time()
     for _ in range(epochs):
         for batch in ds:
             loss = sum(model.loss(model.predict(batch), batch).values())
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             steps += 1
     return model, steps, time.time() - start
 
@@ -283,7 +297,7 @@ def run_dataset(name: str, users, num_items: int, args, work: Path) -> list[dict
             config = hstu_config(items_path, args.batch_size, args.negatives, args.max_len)
         else:
             config = dssm_config(items_path, args.batch_size, args.negatives)
-        model, steps, secs = train(config, paths["train"], args.epochs, args.lr)
+        model, steps, secs = train(config, paths["train"], args.epochs, args.lr, args.sparse_lr)
         u, i = embeddings(kind, model, config, paths["test"], num_items)
         metrics = ranking_metrics(u, i, targets, seen)
         row = {"dataset": name, "model": "HSTUMatch" if kind == "hstu" else "DSSM", **metrics}
@@ -302,7 +316,8 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=31)
     parser.add_argument("--max_len", type=int, default=50)
     parser.add_argument("--targets_per_user", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--sparse_lr", type=float, default=0.5)
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="tzrec_hstu_bench_") as tmp:

@@ -233,3 +233,23 @@ def test_fine_tune_from_a_missing_checkpoint_is_one_line(dssm_data, tmp_path, ca
     )
     assert rc == 1
     assert "fine_tune_checkpoint:" in capsys.readouterr().err
+
+
+def test_bad_value_read_in_a_worker_process_is_one_line(dssm_data, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(dssm_data["train"])
+    i = table.schema.get_field_index("age_level")
+    table = table.set_column(i, "age_level", pa.array(["x"] * table.num_rows))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table, bad, row_group_size=250)
+    edits = json.loads(dssm_edits(dssm_data, tmp_path / "m"))
+    edits.update({"train_input_path": str(bad), "data_config.num_workers": 2})
+    rc = main(
+        ["train", "--pipeline_config_path", str(DSSM), "--edit_config_json", json.dumps(edits)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1
+    assert "Traceback" not in err
+    assert f"tzrec: error: {bad}: row 0: column 'age_level' (feature 'age_level')" in err

@@ -11,8 +11,8 @@ from tzrec.core.errors import ConfigError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.hstu import examples
-from tzrec.hstu.hstu_match import candidate_similarity, gather_last
-from tzrec.protos import simi_pb2
+from tzrec.hstu.hstu_match import candidate_similarity, gather_last, reverse_jagged_rows
+from tzrec.protos import model_pb2, simi_pb2
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "docs/examples/hstu_match_kuairand.config"
 
@@ -44,6 +44,25 @@ def test_gather_last_reads_each_rows_last_item_and_defaults_empty_rows():
     torch.testing.assert_close(out, torch.tensor([[2.0, 3.0], [-1.0, -2.0], [8.0, 9.0]]))
     empty = gather_last(values[:0], torch.tensor([0, 0]), default)
     torch.testing.assert_close(empty, default.unsqueeze(0))
+
+
+def test_reverse_jagged_rows_reverses_each_row_in_place():
+    index = reverse_jagged_rows(torch.tensor([3, 0, 2]))
+    assert index.tolist() == [2, 1, 0, 4, 3]
+
+
+def test_newest_first_histories_match_oldest_first_ones(small_data):
+    model, batch = model_and_batch(small_data)
+    grouped = model.embedding_group(batch)
+    model.eval()
+    expected = model.user_tower(grouped)
+    lengths = grouped["uih.sequence_length"]
+    index = reverse_jagged_rows(lengths)
+    flipped = dict(grouped)
+    for g in ("uih", "uih_action", "uih_watchtime", "uih_timestamp"):
+        flipped[f"{g}.sequence"] = grouped[f"{g}.sequence"].index_select(0, index)
+    model.user_tower.ascending = False
+    torch.testing.assert_close(model.user_tower(flipped), expected)
 
 
 def test_candidate_similarity_scores_each_user_against_its_candidates():
@@ -160,3 +179,19 @@ def test_default_example_writes_data_and_a_runnable_config(tmp_path):
     for p in (config.train_input_path, config.eval_input_path):
         assert (tmp_path / "data").resolve() in Path(p).parents
     assert config.model_dir == str((tmp_path / "model").resolve())
+
+
+def test_triton_kernel_config_matches_pytorch(small_data):
+    model, batch = model_and_batch(small_data)
+
+    def triton(config):
+        config.model_config.kernel = model_pb2.TRITON
+
+    tri_model, _ = model_and_batch(small_data, triton)
+    tri_model.load_state_dict(model.state_dict())
+    model.eval()
+    tri_model.eval()
+    with torch.no_grad():
+        expected = model.predict(batch)["similarity"]
+        got = tri_model.predict(batch)["similarity"]
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)

@@ -80,6 +80,20 @@ def _drop_library_chatter(record: logging.LogRecord) -> bool:
     return not any(part in record.pathname for part in _QUIET_PATHS)
 
 
+def one_line(error: BaseException) -> str:
+    """The user-facing line of an error, also when it was raised in a DataLoader worker.
+
+    PyTorch re-raises a worker's exception with the worker's traceback in the message; the
+    original message is its last line, after the exception's qualified name.
+    """
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(name) :] if last.startswith(name) else last
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tzrec`` console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -96,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TzrecError as e:
         if debug:
             raise
-        print(f"tzrec: error: {e}", file=sys.stderr)
+        print(f"tzrec: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("tzrec: interrupted", file=sys.stderr)

@@ -48,12 +48,15 @@ QUERY_TIME = "query_time"
 _JAGGED_ROLES = (UIH_ACTION, UIH_WATCHTIME, UIH_TIMESTAMP)
 
 
-def reverse_jagged_rows(offsets: torch.Tensor) -> torch.Tensor:
+def reverse_jagged_rows(lengths: torch.Tensor) -> torch.Tensor:
     """Index that reverses the items of every jagged row (for newest-first histories)."""
-    lengths = offsets[1:] - offsets[:-1]
-    total = int(offsets[-1])
-    rows = torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=total)
-    pos = torch.arange(total) - offsets[rows]
+    lengths = lengths.to(torch.int64)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    total = int(lengths.sum())
+    rows = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=lengths.device), lengths, output_size=total
+    )
+    pos = torch.arange(total, device=lengths.device) - offsets[rows]
     return offsets[rows] + lengths[rows] - 1 - pos
 
 
@@ -141,9 +144,7 @@ class HSTUMatchUserTower(nn.Module):
                     "lengths; take both from the same sequence_feature"
                 )
         if not self.ascending:
-            offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
-            offsets[1:] = torch.cumsum(lengths.to(torch.int64), 0)
-            index = reverse_jagged_rows(offsets).to(lengths.device)
+            index = reverse_jagged_rows(lengths)
             inputs = {k: v.index_select(0, index) for k, v in inputs.items()}
         if self.has_contextual:
             inputs[CONTEXTUAL] = grouped[CONTEXTUAL]

@@ -567,35 +567,37 @@ def train_and_evaluate(
     # steady-state throughput excludes the first steps (reader start-up, lazy init)
     warm_step, warm_time = start_step + WARMUP_STEPS, 0.0
     done = bool(num_steps) and state.global_step >= num_steps
-    epoch = state.epoch
-    while not done and (num_epochs == 0 or epoch < num_epochs):
-        skip = state.batches_in_epoch if epoch == state.epoch else 0
-        state.epoch, state.batches_in_epoch = epoch, skip
-        seen = 0
-        for batch in _batches(train_ds, epoch, skip):
-            seen += 1
-            losses = engine.train_step(batch)
-            state.global_step += 1
-            state.batches_in_epoch += 1
-            if state.global_step == warm_step:
-                warm_time = time.monotonic()
-            progress.update(state.global_step, losses, engine.learning_rates())
-            if state.global_step % log_steps == 0:
-                summary.log_train(state.global_step, losses, engine.learning_rates())
-            if save_steps and state.global_step % save_steps == 0:
-                checkpoint_and_eval()
-            if num_steps and state.global_step >= num_steps:
-                done = True
+    try:
+        epoch = state.epoch
+        while not done and (num_epochs == 0 or epoch < num_epochs):
+            skip = state.batches_in_epoch if epoch == state.epoch else 0
+            state.epoch, state.batches_in_epoch = epoch, skip
+            seen = 0
+            for batch in _batches(train_ds, epoch, skip):
+                seen += 1
+                losses = engine.train_step(batch)
+                state.global_step += 1
+                state.batches_in_epoch += 1
+                if state.global_step == warm_step:
+                    warm_time = time.monotonic()
+                progress.update(state.global_step, losses, engine.learning_rates())
+                if state.global_step % log_steps == 0:
+                    summary.log_train(state.global_step, losses, engine.learning_rates())
+                if save_steps and state.global_step % save_steps == 0:
+                    checkpoint_and_eval()
+                if num_steps and state.global_step >= num_steps:
+                    done = True
+                    break
+            if done:
                 break
-        if done:
-            break
-        epoch += 1
-        state.epoch, state.batches_in_epoch = epoch, 0
-        if save_epochs and epoch % save_epochs == 0:
-            checkpoint_and_eval()
-        if seen == 0 and skip == 0:
-            break  # an empty epoch: more epochs would be empty too
-    progress.close()
+            epoch += 1
+            state.epoch, state.batches_in_epoch = epoch, 0
+            if save_epochs and epoch % save_epochs == 0:
+                checkpoint_and_eval()
+            if seen == 0 and skip == 0:
+                break  # an empty epoch: more epochs would be empty too
+    finally:
+        progress.close()
     loop_end = time.monotonic()
     elapsed = loop_end - start
     steps = state.global_step - start_step
