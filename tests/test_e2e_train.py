@@ -253,3 +253,35 @@ def test_bad_value_read_in_a_worker_process_is_one_line(dssm_data, tmp_path, cap
     assert rc == 1
     assert "Traceback" not in err
     assert f"tzrec: error: {bad}: row 0: column 'age_level' (feature 'age_level')" in err
+
+
+def test_resume_continues_the_learning_rate_schedule(dssm_data, tmp_path):
+    from tzrec.core.config import edit_config, load_pipeline_config
+    from tzrec.core.engine import trainer
+
+    model_dir = tmp_path / "model"
+    config = load_pipeline_config(DSSM, edits=json.loads(dssm_edits(dssm_data, model_dir)))
+    dense = config.train_config.dense_optimizer
+    dense.ClearField("constant_learning_rate")
+    edit_config(
+        config,
+        {
+            "train_config.dense_optimizer.exponential_decay_learning_rate": (
+                "{decay_size: 4 decay_factor: 0.5 staircase: true}"
+            ),
+            "train_config.num_steps": 12,
+            "train_config.save_checkpoints_steps": 12,
+        },
+    )
+    trainer.train_and_evaluate(config)
+    device = trainer.init_distributed()
+    features = trainer.dataset_class(config).create_features(
+        config.feature_configs, config.data_config
+    )
+    ds = trainer.build_dataset(config, features, config.train_input_path, "train")
+    engine = trainer.Engine(config, trainer.build_model(config, ds.features), device, True)
+    fresh_lr = engine.learning_rates()["g0"]
+    state = engine.restore(model_dir / "model.ckpt-12")
+    assert state.global_step == 12
+    # 12 steps of decay 0.5 every 4 steps: lr = base * 0.5**3
+    assert engine.learning_rates()["g0"] == pytest.approx(fresh_lr * 0.125)

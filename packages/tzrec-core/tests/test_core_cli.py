@@ -54,8 +54,9 @@ def test_train_with_missing_input_is_one_line(capsys, dssm_config_path, tmp_path
         edits,
     )
     assert code == 1
-    assert err.count("\n") == 1
-    assert f"{tmp_path}/none.parquet" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tzrec: error: ")
+    assert f"{tmp_path}/none.parquet" in last
 
 
 def test_train_with_bad_edit_config_json_is_one_line(capsys, hstu_config_path):
@@ -91,6 +92,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(ConfigError):
         main(["--debug", "train", "--pipeline_config_path", str(tmp_path / "x.config")])
+    with pytest.raises(ConfigError):
+        main(["train", "--pipeline_config_path", str(tmp_path / "x.config"), "--debug"])
 
 
 def test_flags_override_config_paths(capsys, hstu_config_path, monkeypatch):
@@ -145,3 +148,15 @@ def test_module_entry_point_runs_like_the_console_script():
         check=True,
     )
     assert out.stdout.strip() == f"tzrec {__version__}"
+
+
+def test_unexpected_exception_is_one_line_with_a_debug_hint(capsys, monkeypatch):
+    from tzrec.core import builtin_commands
+
+    def boom(self, args):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(builtin_commands.PluginsCommand, "run", boom)
+    code, _, err = run_cli(capsys, "plugins")
+    assert code == 1
+    assert err == "tzrec: error: OSError: disk on fire (rerun with --debug for the traceback)\n"

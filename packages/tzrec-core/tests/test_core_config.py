@@ -268,6 +268,9 @@ def test_edit_bool_accepts_upstream_spellings(config):
         ({"data_config.batch_size.x": 1}, "'batch_size' is not a message"),
         ({"a;b": "1"}, "2 keys but 1 ';'-separated values"),
         ({"model_config.dssm.user_tower.mlp": "{hidden_units: x}"}, "not a valid MLP"),
+        ({"train_config.num_steps": -1}, "not valid for field 'num_steps': Value out of range"),
+        ({"data_config.label_fields": "[1, 2"}, "not valid for field 'label_fields'"),
+        ({"model_config.feature_groups[feature_names=a].group_name": "x"}, "compares a repeated"),
     ],
 )
 def test_edit_errors_are_one_line_naming_the_key(config, edits, expected):

@@ -130,3 +130,26 @@ def test_unknown_group_lists_groups(dataset):
     eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
     with pytest.raises(ConfigError, match="groups: deep, seq, jag"):
         eg.group_total_dim("other")
+
+
+def test_mean_pooling_of_a_shared_table_gives_zero_for_an_empty_row(tmp_path):
+    config = parse_pipeline_config(CONFIG)
+    config.feature_configs[1].id_feature.pooling = "mean"
+    table = pa.table(
+        {
+            "user_id": [1, 2],
+            "item_id": pa.array([5, None], pa.int64()),
+            "price": [0.5, 1.0],
+            "click_seq__item_id": ["5;6", "7"],
+            "click_seq__ts": ["1;2", "3"],
+            "clk": [0, 1],
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    features = create_features(config.feature_configs, config.data_config)
+    ds = ParquetDataset(config.data_config, features, str(tmp_path / "d.parquet"), mode="eval")
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    out = eg(next(iter(ds)))
+    assert torch.isfinite(out["deep"]).all()
+    assert out["deep"][1, 4:10].abs().sum() == 0
+    assert out["deep"][0, 4:10].abs().sum() > 0

@@ -100,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list or os.environ.get("TZREC_DEBUG") == "1"
     try:
         parser = build_parser()
-        args = parser.parse_args(args_list)
-        _setup_logging(args.debug or debug)
+        # --debug is accepted anywhere on the line (before or after the subcommand)
+        args = parser.parse_args([a for a in args_list if a != "--debug"])
+        _setup_logging(debug)
         command = getattr(args, "_command", None)
         if command is None:
             parser.print_help()
@@ -115,6 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tzrec: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # not one of ours: still one line, the traceback on request
+        if debug:
+            raise
+        print(
+            f"tzrec: error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

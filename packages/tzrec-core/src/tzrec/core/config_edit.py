@@ -136,6 +136,9 @@ def _select(msg: Message, token: str) -> list[_Slot]:
 def _match(items: Any, field: FieldDescriptor, cond: str) -> list[int]:
     if field.type != FieldDescriptor.TYPE_MESSAGE:
         raise _EditError(f"condition '[{cond}]' needs a repeated message field")
+    lhs_field = field.message_type.fields_by_name.get(cond.split("=")[0].strip("<>! "))
+    if lhs_field is not None and lhs_field.is_repeated:
+        raise _EditError(f"condition '[{cond}]' compares a repeated field; use a scalar field")
     for op, op_fn in _OPS:
         pos = cond.find(op)
         if pos > 0:
@@ -184,7 +187,12 @@ def _resolve(root: Message, tokens: list[str]) -> list[_Slot]:
 
 def _apply(config: Message, key: str, value: Any) -> None:
     for owner, field, idx in _resolve(config, _split_path(key)):
-        _assign(owner, field, idx, value)
+        try:
+            _assign(owner, field, idx, value)
+        except (ValueError, TypeError) as e:  # protobuf range checks, malformed lists
+            raise _EditError(
+                f"{value!r} is not valid for field '{field.name}': {' '.join(str(e).split())}"
+            ) from None
 
 
 def _assign(owner: Message, field: FieldDescriptor, idx: int | None, value: Any) -> None:

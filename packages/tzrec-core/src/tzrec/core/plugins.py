@@ -194,7 +194,15 @@ class PluginManager:
             for impl in caller.get_hookimpls():
                 info = self._infos[impl.plugin_name]
                 register = self._make_register(registry[kind], kind, info)
-                impl.function(**{arg: register for arg in impl.argnames})
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError:
+                    raise
+                except Exception as e:
+                    raise PluginError(
+                        f"plugin '{info.name}' from {info.distribution} failed in "
+                        f"register_{kind}: {type(e).__name__}: {e}"
+                    ) from e
         return registry
 
     @staticmethod

@@ -34,7 +34,7 @@ from torchrec import (
     PoolingType,
 )
 
-from tzrec.core.errors import ConfigError
+from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import BaseFeature, Batch
 from tzrec.protos import model_pb2
 
@@ -332,7 +332,9 @@ class EmbeddingGroup(nn.Module):
                 jt = jagged[f.name]
                 op = "mean" if f.pooling.upper() == "MEAN" else "sum"
                 parts.append(
-                    torch.segment_reduce(jt.values(), op, lengths=jt.lengths(), unsafe=True)
+                    torch.segment_reduce(
+                        jt.values(), op, lengths=jt.lengths(), unsafe=True, initial=0.0
+                    )
                 )
         if not parts:
             rows = batch.batch_size
@@ -359,7 +361,12 @@ class EmbeddingGroup(nn.Module):
                     values = values.unsqueeze(1)
             parts.append(values.to(torch.float32))
             if lengths is None:
-                lengths = seq_lengths
+                lengths, first = seq_lengths, f.name
+            elif not torch.equal(lengths, seq_lengths):
+                raise DataError(
+                    f"feature group '{spec.name}': sequences '{first}' and '{f.name}' have "
+                    "different lengths in this batch; a group's sequences must align item by item"
+                )
         assert lengths is not None
         values = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return values, lengths.to(torch.int64)

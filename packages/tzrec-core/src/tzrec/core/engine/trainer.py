@@ -345,7 +345,9 @@ class Engine:
         tmp = manager.model_dir / f"{TMP_PREFIX}{final.name}"
         if is_rank_zero():
             manager.model_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
+            for stale in manager.model_dir.glob(f"{TMP_PREFIX}*"):
+                logger.warning("removing leftover of an interrupted save: %s", stale)
+                shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir()
         _barrier()
         dcp.save(self.state_dict(), checkpoint_id=str(tmp / STATE_DIR))
@@ -384,8 +386,18 @@ class Engine:
             self.optimizer.load_state_dict(state["optimizer"])
         extra_file = path / EXTRA_FILE
         extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
+        state_ = TrainState(**extra)
+        self.set_schedule_step(state_.global_step)
         logger.info("restored %s", path)
-        return TrainState(**extra)
+        return state_
+
+    def set_schedule_step(self, step: int) -> None:
+        """Move the learning-rate schedules to ``step`` (they are functions of the step)."""
+        for sched in self.schedulers:
+            sched.last_epoch = step
+            for group, lr in zip(sched.optimizer.param_groups, sched.get_lr(), strict=True):
+                group["lr"] = lr
+            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
 
     def fine_tune_from(self, path: Path) -> dict[str, list[str]]:
         """Initialise the weights that another checkpoint has (same name and shape).
@@ -448,20 +460,22 @@ def lockstep(batches: Any, what: str) -> Iterator[Any]:
         yield from batches
         return
     it = iter(batches)
-    flag = torch.zeros(1, dtype=torch.int64)
+    # NCCL groups have no CPU backend: the flag lives where the collectives run
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    )
+    flag = torch.zeros(1, dtype=torch.int64, device=device)
     while True:
         batch = next(it, None)
         flag.fill_(0 if batch is None else 1)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         if int(flag) == 0:
-            left = (0 if batch is None else 1) + sum(1 for _ in it)
-            if left:
+            if batch is not None:
                 logger.warning(
-                    "rank %d: %s stopped with %d batch(es) unread here because another rank's "
-                    "shard ran out (ranks must step together)",
+                    "rank %d: %s stopped before the end of this rank's shard because another "
+                    "rank's shard ran out (ranks must step together); rows left unread here",
                     dist.get_rank(),
                     what,
-                    left,
                 )
             return
         yield batch
@@ -590,12 +604,12 @@ def train_and_evaluate(
                     break
             if done:
                 break
+            if seen == 0 and skip == 0:
+                break  # an empty epoch: more epochs would be empty too
             epoch += 1
             state.epoch, state.batches_in_epoch = epoch, 0
             if save_epochs and epoch % save_epochs == 0:
                 checkpoint_and_eval()
-            if seen == 0 and skip == 0:
-                break  # an empty epoch: more epochs would be empty too
     finally:
         progress.close()
     loop_end = time.monotonic()
