@@ -98,9 +98,21 @@ def test_unknown_name_lists_what_is_installed():
     assert "mine" in str(err.value)
 
 
-def test_unknown_name_with_known_provider_says_what_to_install():
-    with pytest.raises(PluginError, match=r"model 'tdm' is provided by tzrec-models: pip install"):
+def test_unknown_name_with_known_provider_says_what_to_install(monkeypatch):
+    with pytest.raises(PluginError, match=r"model 'x' is provided by tzrec-nowhere: pip install"):
+        plugins.get("models", "x", provided_by="tzrec-nowhere")
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-hstu")
+    plugins.reset_plugin_manager()
+    with pytest.raises(PluginError, match=r"tzrec-models: it is installed but TZREC_LOAD_PLUGINS"):
+        plugins.get("models", "dssm", provided_by="tzrec-models")
+
+
+def test_name_missing_from_an_installed_provider_says_it_is_not_implemented():
+    with pytest.raises(PluginError) as err:
         plugins.get("models", "tdm", provided_by="tzrec-models")
+    msg = str(err.value)
+    assert msg.startswith("model 'tdm' is not implemented by the installed tzrec-models 0.1.0")
+    assert "dssm" in msg
 
 
 def test_config_model_resolves_through_the_schema_provider_hint(monkeypatch, hstu_config_path):
@@ -110,7 +122,7 @@ def test_config_model_resolves_through_the_schema_provider_hint(monkeypatch, hst
     assert cls.__module__ == "tzrec.hstu.hstu_match"
     monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "tzrec-export")
     plugins.reset_plugin_manager()
-    with pytest.raises(PluginError, match="provided by tzrec-hstu: pip install tzrec-hstu"):
+    with pytest.raises(PluginError, match="provided by tzrec-hstu: it is installed but"):
         resolve_model(config)
 
 

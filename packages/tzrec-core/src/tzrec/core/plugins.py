@@ -237,8 +237,16 @@ class PluginManager:
             return table[name].load()
         noun = _NOUN[kind]
         if provided_by:
+            installed_version = _installed_version(provided_by)
+            if installed_version is None:
+                hint = f"pip install {provided_by}"
+                if _allowed_plugins() is not None and _distribution_exists(provided_by):
+                    hint = f"it is installed but {LOAD_PLUGINS_ENV} does not load it"
+                raise PluginError(f"{noun} '{name}' is provided by {provided_by}: {hint}")
             raise PluginError(
-                f"{noun} '{name}' is provided by {provided_by}: pip install {provided_by}"
+                f"{noun} '{name}' is not implemented by the installed {provided_by} "
+                f"{installed_version} (it provides {', '.join(sorted(table)) or 'no ' + kind}); "
+                f"a newer {provided_by} may have it"
             )
         installed = ", ".join(sorted(table)) or "none"
         raise PluginError(
@@ -277,6 +285,30 @@ class PluginManager:
                 }
             )
         return rows
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of a distribution whose plugin is loaded, else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    manager = get_plugin_manager()
+    if not any(p.distribution == distribution for p in manager.plugins()):
+        return None
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _distribution_exists(distribution: str) -> bool:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import distribution as dist
+
+    try:
+        dist(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def _dist_name(ep: EntryPoint) -> str:
