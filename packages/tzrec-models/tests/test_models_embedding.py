@@ -153,3 +153,31 @@ def test_mean_pooling_of_a_shared_table_gives_zero_for_an_empty_row(tmp_path):
     assert torch.isfinite(out["deep"]).all()
     assert out["deep"][1, 4:10].abs().sum() == 0
     assert out["deep"][0, 4:10].abs().sum() > 0
+
+
+def test_wide_group_uses_its_own_narrow_tables(dataset):
+    config, ds = dataset
+    wide = config.model_config.feature_groups.add()
+    wide.group_name = "wide"
+    wide.feature_names.extend(["user_id", "item_id"])
+    wide.group_type = 1  # WIDE
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups, wide_embedding_dim=3)
+    out = eg(next(iter(ds)))
+    assert eg.group_total_dim("wide") == 6
+    assert out["wide"].shape == (4, 6)
+    names = [n for n, _ in eg.named_parameters()]
+    assert any(n.endswith("user_id_emb_wide.weight") for n in names)
+    assert any(n.endswith("item_emb_wide.weight") for n in names)
+    # the DEEP lookups are untouched by the wide tables
+    assert out["deep"].shape == (4, 11)
+    assert not torch.allclose(out["wide"][:, :3], out["deep"][:, :3])
+
+
+def test_raw_feature_in_a_wide_group_is_a_config_error(dataset):
+    config, ds = dataset
+    wide = config.model_config.feature_groups.add()
+    wide.group_name = "wide"
+    wide.feature_names.append("price")
+    wide.group_type = 1
+    with pytest.raises(ConfigError, match="feature 'price' is in a WIDE group but has no ids"):
+        EmbeddingGroup(ds.features, config.model_config.feature_groups)

@@ -11,6 +11,8 @@ Outputs, by group type (``B`` rows of the group's data group):
 
 - DEEP: ``out[group]`` ``(B, D)``: pooled embeddings and raw values, concatenated in the
   group's feature order;
+- WIDE: ``out[group]`` ``(B, n * wide_embedding_dim)``: each feature looked up in its own
+  narrow table ``<embedding_name>_wide`` (separate from its DEEP table);
 - SEQUENCE: ``out["<g>.sequence"]`` ``(B, L, Ds)`` zero-padded, ``out["<g>.sequence_length"]``
   ``(B,)`` and, when the group has non-sequence features, ``out["<g>.query"]`` ``(B, Dq)``;
 - JAGGED_SEQUENCE: like SEQUENCE but ``"<g>.sequence"`` is jagged ``(sum(lengths), Ds)``.
@@ -49,6 +51,7 @@ class _Table:
     pooling: str
     features: list[BaseFeature] = field(default_factory=list)
     sequence: bool = False
+    wide: bool = False
 
 
 @dataclass
@@ -64,31 +67,40 @@ def _pooling(name: str) -> PoolingType:
     return PoolingType.MEAN if name.upper() == "MEAN" else PoolingType.SUM
 
 
+WIDE_SUFFIX = "_wide"
+
+
+def _bag_collection(tables: list[_Table]) -> EmbeddingBagCollection | None:
+    if not tables:
+        return None
+    return EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(
+                name=t.name,
+                embedding_dim=t.dim,
+                num_embeddings=t.num_embeddings,
+                feature_names=[f.name for f in t.features],
+                pooling=_pooling(t.pooling),
+            )
+            for t in tables
+        ]
+    )
+
+
 class _DataGroupEmbedding(nn.Module):
     """The torchrec modules of one data group and how to split its batch KJT between them."""
 
     def __init__(self, tables: list[_Table]) -> None:
         super().__init__()
-        bag_tables = [t for t in tables if not t.sequence]
+        bag_tables = [t for t in tables if not t.sequence and not t.wide]
+        wide_tables = [t for t in tables if t.wide]
         seq_tables = [t for t in tables if t.sequence]
         self.bag_keys = [f.name for t in bag_tables for f in t.features]
+        self.wide_keys = [f.name for t in wide_tables for f in t.features]
         self.seq_keys = [f.name for t in seq_tables for f in t.features]
-        self.ebc = (
-            EmbeddingBagCollection(
-                tables=[
-                    EmbeddingBagConfig(
-                        name=t.name,
-                        embedding_dim=t.dim,
-                        num_embeddings=t.num_embeddings,
-                        feature_names=[f.name for f in t.features],
-                        pooling=_pooling(t.pooling),
-                    )
-                    for t in bag_tables
-                ]
-            )
-            if bag_tables
-            else None
-        )
+        self.ebc = _bag_collection(bag_tables)
+        # WIDE groups look the same features up in their own narrow tables
+        self.wide_ebc = _bag_collection(wide_tables)
         self.ec = (
             EmbeddingCollection(
                 tables=[
@@ -123,6 +135,9 @@ class _DataGroupEmbedding(nn.Module):
         jagged: dict[str, JaggedTensor] = {}
         if self.ebc is not None:
             pooled = self.ebc(self._select(kjt, self.bag_keys)).to_dict()
+        if self.wide_ebc is not None:
+            wide = self.wide_ebc(self._select(kjt, self.wide_keys)).to_dict()
+            pooled.update({f"{k}{WIDE_SUFFIX}": v for k, v in wide.items()})
         if self.ec is not None:
             jagged = self.ec(self._select(kjt, self.seq_keys))
         return pooled, jagged
@@ -140,8 +155,10 @@ class EmbeddingGroup(nn.Module):
         self,
         features: Sequence[BaseFeature],
         feature_groups: Sequence[model_pb2.FeatureGroupConfig],
+        wide_embedding_dim: int = 4,
     ) -> None:
         super().__init__()
+        self._wide_dim = int(wide_embedding_dim)
         by_name = {f.name: f for f in features}
         self._specs: dict[str, _GroupSpec] = {}
         used: dict[str, BaseFeature] = {}
@@ -149,11 +166,31 @@ class EmbeddingGroup(nn.Module):
         for group in feature_groups:
             spec = self._make_spec(group, by_name)
             self._specs[group.group_name] = spec
+            if group.group_type == model_pb2.WIDE:
+                continue
             for f in spec.query + spec.sequence:
                 used[f.name] = f
             if group.group_type in _SEQUENCE_TYPES:
                 sequence_use.update(f.embedding_name for f in spec.sequence if f.is_sparse)
         tables = self._make_tables(used.values(), sequence_use)
+        wide_features = {
+            f.name: f
+            for spec in self._specs.values()
+            if spec.group_type == model_pb2.WIDE
+            for f in spec.query
+        }
+        for f in wide_features.values():
+            if not f.is_sparse:
+                raise ConfigError(
+                    f"feature '{f.name}' is in a WIDE group but has no ids; WIDE groups take "
+                    "id features (or raw features with boundaries)"
+                )
+            name = f"{f.embedding_name}{WIDE_SUFFIX}"
+            table = tables.setdefault(
+                name, _Table(name, self._wide_dim, f.num_embeddings, "sum", wide=True)
+            )
+            table.num_embeddings = max(table.num_embeddings, f.num_embeddings)
+            table.features.append(f)
         by_data_group: dict[str, list[_Table]] = defaultdict(list)
         for table in tables.values():
             groups = {f.data_group for f in table.features}
@@ -164,7 +201,7 @@ class EmbeddingGroup(nn.Module):
                     "them different embedding_name values"
                 )
             by_data_group[groups.pop()].append(table)
-        self._table_of = {f.name: t for t in tables.values() for f in t.features}
+        self._table_of = {f.name: t for t in tables.values() if not t.wide for f in t.features}
         self.impls = nn.ModuleDict(
             {dg: _DataGroupEmbedding(ts) for dg, ts in sorted(by_data_group.items())}
         )
@@ -212,10 +249,6 @@ class EmbeddingGroup(nn.Module):
             raise ConfigError(
                 f"feature group '{group.group_name}' mixes sequences "
                 f"{', '.join(sorted(seq_names))}; their lengths differ, use one group each"
-            )
-        if group.group_type == model_pb2.WIDE:
-            raise ConfigError(
-                f"feature group '{group.group_name}': WIDE groups are not supported yet"
             )
         return _GroupSpec(group.group_name, group.group_type, data_groups.pop(), query, sequence)
 
@@ -276,8 +309,11 @@ class EmbeddingGroup(nn.Module):
         return f.embedding_dim if f.is_sparse else f.value_dim
 
     def query_dim(self, group: str) -> int:
-        """Width of the pooled part (a DEEP group's output; a sequence group's query)."""
-        return sum(self._dim(f) for f in self._spec(group).query)
+        """Width of the pooled part (a DEEP/WIDE group's output; a sequence group's query)."""
+        spec = self._spec(group)
+        if spec.group_type == model_pb2.WIDE:
+            return self._wide_dim * len(spec.query)
+        return sum(self._dim(f) for f in spec.query)
 
     def sequence_dim(self, group: str) -> int:
         """Width of one sequence item of a SEQUENCE/JAGGED_SEQUENCE group."""
@@ -322,6 +358,9 @@ class EmbeddingGroup(nn.Module):
         return out
 
     def _query(self, spec, batch, pooled, jagged) -> torch.Tensor:
+        if spec.group_type == model_pb2.WIDE:
+            wide = [pooled[f"{f.name}{WIDE_SUFFIX}"] for f in spec.query]
+            return torch.cat(wide, dim=1) if len(wide) > 1 else wide[0]
         parts = []
         for f in spec.query:
             if not f.is_sparse:

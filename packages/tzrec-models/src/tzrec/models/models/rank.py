@@ -59,7 +59,9 @@ class MultiTower(RankModel):
         groups = [self._group(t.input) for t in cfg.towers]
         din = list(getattr(cfg, "din_towers", []))
         groups += [self._group(t.input) for t in din]
-        self.embedding_group = EmbeddingGroup(self._features, groups)
+        self.embedding_group = EmbeddingGroup(
+            self._features, groups, getattr(cfg, "wide_embedding_dim", 4) or 4
+        )
         self.towers = nn.ModuleDict()
         width = 0
         for tower in cfg.towers:
