@@ -266,6 +266,14 @@ class Engine:
                     "train_config.dense_optimizer: set an optimizer for dense weights"
                 )
             sparse_cls, sparse_kwargs = sparse_optimizer_class_and_kwargs(tc.sparse_optimizer)
+            sparse_schedule = tc.sparse_optimizer.WhichOneof("learning_rate")
+            if sparse_schedule not in (None, "constant_learning_rate"):
+                logger.warning(
+                    "train_config.sparse_optimizer.%s is not applied yet: embedding tables "
+                    "train with the constant lr %s",
+                    sparse_schedule,
+                    sparse_kwargs.get("lr"),
+                )
             for emb in _embedding_modules(wrapper):
                 _apply_optimizer_in_backward(sparse_cls, emb.parameters(), sparse_kwargs)
         self.dmp = DistributedModelParallel(
@@ -301,7 +309,8 @@ class Engine:
             clip_gradients(params, self.clip_config)
         self.optimizer.step()
         for sched in self.schedulers:
-            sched.step()
+            if not getattr(sched, "by_epoch", False):
+                sched.step()
         return {k: float(v) for k, v in losses.items()}
 
     def evaluate(
@@ -382,14 +391,20 @@ class Engine:
         extra_file = path / EXTRA_FILE
         extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
         state_ = TrainState(**extra)
-        self.set_schedule_step(state_.global_step)
+        self.set_schedule_step(state_.global_step, state_.epoch)
         logger.info("restored %s", path)
         return state_
 
-    def set_schedule_step(self, step: int) -> None:
-        """Move the learning-rate schedules to ``step`` (they are functions of the step)."""
+    def end_epoch(self) -> None:
+        """Advance the schedules configured with ``by_epoch``."""
         for sched in self.schedulers:
-            sched.last_epoch = step
+            if getattr(sched, "by_epoch", False):
+                sched.step()
+
+    def set_schedule_step(self, step: int, epoch: int = 0) -> None:
+        """Move the schedules to ``step`` (``epoch`` for ``by_epoch`` ones): lr is a function."""
+        for sched in self.schedulers:
+            sched.last_epoch = epoch if getattr(sched, "by_epoch", False) else step
             for group, lr in zip(sched.optimizer.param_groups, sched.get_lr(), strict=True):
                 group["lr"] = lr
             sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
@@ -603,6 +618,7 @@ def train_and_evaluate(
                 break  # an empty epoch: more epochs would be empty too
             epoch += 1
             state.epoch, state.batches_in_epoch = epoch, 0
+            engine.end_epoch()
             if save_epochs and epoch % save_epochs == 0:
                 checkpoint_and_eval()
     finally:
