@@ -292,3 +292,32 @@ def test_pin_memory_pins_every_tensor_and_keeps_values(
     assert pkjt.keys() == kjt.keys()
     # labels, sample weights, dense values, sparse values+lengths, sequence values+lengths
     assert len(pinned) >= 5
+
+
+def test_sequence_label_column_is_kept_jagged(feature_configs, data_config, write_parquet):
+    cols = table(4)
+    cols["click__weight"] = pa.array(["1;0", "", "2", "3;4;5"])
+    path = write_parquet("a.parquet", cols)
+    dc = data_config(
+        "dataset_type: ParquetDataset batch_size: 4 num_workers: 0 "
+        'label_fields: ["label", "click__weight"]'
+    )
+    ds = ParquetDataset(dc, create_features(feature_configs(*FEATS), dc), path, mode="eval")
+    b = next(iter(ds))
+    assert b.labels["label"].tolist() == [0, 1, 0, 1]
+    jt = b.sequence_dense_features["click__weight"]
+    assert jt.lengths().tolist() == [2, 0, 1, 3]
+    assert jt.values().tolist() == [1.0, 0.0, 2.0, 3.0, 4.0, 5.0]
+    assert "click__weight" not in b.labels
+
+
+def test_malformed_sequence_label_names_the_row(feature_configs, data_config, write_parquet):
+    cols = table(3)
+    cols["click__weight"] = pa.array(["1", "x;2", "3"])
+    path = write_parquet("a.parquet", cols)
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 4 num_workers: 0 label_fields: "click__weight"'
+    )
+    ds = ParquetDataset(dc, create_features(feature_configs(*FEATS), dc), path, mode="eval")
+    with pytest.raises(DataError, match=r"row 1: .*click__weight.*expected numbers"):
+        list(ds)

@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 from google.protobuf import text_format
 
-from tzrec.core.errors import DataError
+from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import ParquetDataset, combine_neg_as_candidate_sequence, create_features
 from tzrec.data.samplers import (
     HardNegativeSampler,
@@ -285,3 +285,37 @@ def test_dataset_builds_candidate_sequences_with_bare_attr_names(
     assert vals[0] == 1 and vals[3] == 2 and vals[6] == 3 and vals[9] == 4
     assert "__NEG__" not in b.sparse_features
     assert b.sparse_features["__BASE__"]["uih__video_id"].lengths().tolist() == [2, 0, 1]
+
+
+def test_candidate_negatives_are_capped_to_fit_sequence_length(
+    tmp_path, feature_configs, data_config, write_parquet, caplog
+):
+    path = write_parquet("data.parquet", {"cand_seq__video_id": pa.array(["1", "2;3", "4"])})
+    items = tmp_path / "item.txt"
+    items.write_text(
+        "id:int64\tweight:float\tfeature:string\n" + "".join(f"{i}\t1\t{i}\n" for i in range(100))
+    )
+    dc = data_config(
+        "dataset_type: ParquetDataset batch_size: 3 "
+        f'negative_sampler {{input_path: "{items}" num_sample: 8 '
+        'attr_fields: "video_id" item_id_field: "cand_seq__video_id"}'
+    )
+
+    def features(max_len):
+        return create_features(
+            feature_configs(
+                f'sequence_feature {{sequence_name: "cand_seq" sequence_length: {max_len} '
+                'sequence_delim: ";" features {id_feature {feature_name: "video_id" '
+                "embedding_dim: 4 num_buckets: 100}}}",
+            ),
+            dc,
+        )
+
+    # 8 negatives over 4 positives = 2 each; the 2-positive row needs 6 > 5 items: 1 each
+    (b,) = list(ParquetDataset(dc, features(5), path, mode="train"))
+    cand = b.sparse_features["__BASE__"]["cand_seq__video_id"]
+    assert cand.lengths().tolist() == [2, 4, 2]
+    assert cand.values().tolist()[0] == 1 and cand.values().tolist()[4] == 3
+    assert "would not fit sequence_length 5" in caplog.text
+    with pytest.raises(ConfigError, match=r"needs at least 4 candidate items, but 'cand_seq'"):
+        list(ParquetDataset(dc, features(3), path, mode="train"))

@@ -78,6 +78,35 @@ class DataParser:
             raise au.BadRows(rows, name, what, "expected a number") from None
         return _t(vals.to_numpy(zero_copy_only=False))
 
+    def _sequence_label_delim(self, name: str, arr: pa.Array) -> str | None:
+        """The delimiter of a label column that holds a sequence, else None.
+
+        A label named ``<sequence_name>__<x>`` whose cells are strings or lists holds one
+        value per item of that sequence group (upstream's candidate labels).
+        """
+        seq_name, sep, _ = name.partition("__")
+        if not sep or seq_name not in self._groups:
+            return None
+        t = au.combine(arr).type
+        if not (au.is_stringlike(t) or au.is_listlike(t)):
+            return None
+        return self._groups[seq_name][0].sequence_delim
+
+    def _sequence_label(self, name: str, arr: pa.Array, delim: str, num_rows: int) -> JaggedTensor:
+        lists = au.to_list_array(au.combine(arr)[:num_rows], delim)
+        off = au.list_offsets(lists)
+        values = au.list_values(lists)
+        try:
+            vals = pc.cast(values, pa.float32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            bad = au.invalid_number_mask(values, integer=False)
+            rows = np.unique(au.parent_rows(off)[np.nonzero(bad)[0]])
+            raise au.BadRows(rows, name, "label", "expected numbers") from None
+        return JaggedTensor(
+            values=_t(vals.to_numpy(zero_copy_only=False)),
+            lengths=_t(au.lengths_from_offsets(off)),
+        )
+
     def parse(self, columns: dict[str, pa.Array], num_rows: int) -> Batch:
         """Build a Batch; ``num_rows`` is the base row count.
 
@@ -125,6 +154,12 @@ class DataParser:
             batch.dense_features[group] = KeyedTensor.from_tensor_list(keys, tensors)
         batch.sequence_dense_features = seq_dense
         for name in self.label_fields:
+            seq_delim = self._sequence_label_delim(name, columns[name])
+            if seq_delim is not None:
+                # e.g. ``cand_seq__action_weight``: one label per candidate item, kept
+                # jagged beside the raw sequence features
+                seq_dense[name] = self._sequence_label(name, columns[name], seq_delim, num_rows)
+                continue
             batch.labels[name] = self._float_column(name, columns[name], "label")[:num_rows]
         for name in self.sample_weight_fields:
             batch.sample_weights[name] = self._float_column(name, columns[name], "sample weight")[

@@ -4,7 +4,8 @@ Writes the columns ``docs/examples/hstu_match_kuairand.config`` reads: ``user_id
 ``user_active_degree``, ``register_days_range``, the history ``uih_seq__video_id`` /
 ``uih_seq__action_timestamp`` / ``uih_seq__action_weight`` / ``uih_seq__watch_time``
 (``|``-joined, oldest first), the positive ``cand_seq__video_id``, ``request_time`` and
-``label``; plus the negative sampler's item table.
+``cand_seq__action_weight`` / ``cand_seq__watch_time`` (per-candidate labels, as upstream);
+plus the negative sampler's item table.
 
 Planted structure: item ``i`` belongs to taste cluster ``i % clusters``, and each cluster's
 items form a ring. A user has a home cluster; their history walks that ring (mostly one
@@ -50,6 +51,8 @@ def _rows(
             "uih_seq__action_weight",
             "uih_seq__watch_time",
             "cand_seq__video_id",
+            "cand_seq__action_weight",
+            "cand_seq__watch_time",
             "request_time",
         )
     }
@@ -80,13 +83,17 @@ def _rows(
         cols["uih_seq__watch_time"].append("|".join(map(str, watch)))
         cols["cand_seq__video_id"].append(str(nxt * clusters + c))
         cols["request_time"].append(float(t + int(rng.integers(1, 600))))
+    # one label per candidate, as KuaiRand's candidate sequences carry them (drawn from
+    # their own generator so the planted histories do not depend on them)
+    label_rng = np.random.default_rng(n)
+    cols["cand_seq__action_weight"] = [str(v) for v in label_rng.integers(1, 16, n)]
+    cols["cand_seq__watch_time"] = [str(v) for v in label_rng.integers(1, 120, n)]
     return pa.table(
         {
             "user_id": users,
             "user_active_degree": users % 8,
             "register_days_range": (users // 8) % 8,
             **{k: v for k, v in cols.items()},
-            "label": np.ones(n, dtype=np.int64),
         }
     )
 

@@ -264,6 +264,8 @@ class BaseDataset(IterableDataset):
             del cfg.attr_fields[:]
             cfg.attr_fields.extend(attrs)
             self._candidate = {
+                "max_len": cand_feat.sequence_length,
+                "name": cand_feat.sequence_name or cand_feat.name,
                 "delim": cand_feat.sequence_delim,
                 "attrs": [a for a in attrs if a in seq_inputs],
             }
@@ -450,6 +452,31 @@ class BaseDataset(IterableDataset):
         if self._candidate is not None:
             num_pos = len(inputs[sampler.item_id_field])
             per_pos = max(1, -(-sampler.num_sample // max(num_pos, 1)))
+            max_len = self._candidate.get("max_len")
+            if max_len and num_pos:
+                longest = max(int(pc.max(pc.list_value_length(pos_lists)).as_py() or 0), 1)
+                fit = max_len // longest - 1
+                if fit < 1:
+                    raise ConfigError(
+                        f"negative_sampler: a row with {longest} positives needs at least "
+                        f"{2 * longest} candidate items, but '{self._candidate['name']}' keeps "
+                        f"only sequence_length {max_len}; truncation would drop positives"
+                    )
+                if per_pos > fit:
+                    if not self._candidate.get("warned"):
+                        logger.warning(
+                            "negative_sampler: %d negatives per positive would not fit "
+                            "sequence_length %d of '%s' (a small batch spreads num_sample %d "
+                            "over %d positives); using %d",
+                            per_pos,
+                            max_len,
+                            self._candidate["name"],
+                            sampler.num_sample,
+                            num_pos,
+                            fit,
+                        )
+                        self._candidate["warned"] = True
+                    per_pos = fit
             sampled = sampler.get(inputs, num_sample=num_pos * per_pos, exact=True)
             sampled.pop("hard_neg_indices", None)
             for attr in self._candidate["attrs"]:
