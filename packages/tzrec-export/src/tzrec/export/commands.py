@@ -60,20 +60,30 @@ class PredictCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """TorchEasyRec ``predict`` flags."""
-        parser.add_argument("--scripted_model_path", default=None)
+        parser.add_argument(
+            "--scripted_model_path", default=None, help="exported model directory to serve"
+        )
         add_pipeline_config_arg(parser, required=False)
-        parser.add_argument("--checkpoint_path", default=None)
-        parser.add_argument("--predict_input_path", required=True)
-        parser.add_argument("--predict_output_path", required=True)
-        parser.add_argument("--reserved_columns", default=None)
-        parser.add_argument("--output_columns", default=None)
-        parser.add_argument("--batch_size", type=int, default=None)
-        parser.add_argument("--predict_threads", type=int, default=None)
-        parser.add_argument("--is_profiling", action="store_true")
-        parser.add_argument("--debug_level", type=int, default=0)
-        parser.add_argument("--dataset_type", default=None)
-        parser.add_argument("--writer_type", default=None)
-        parser.add_argument("--predict_steps", type=int, default=None)
+        parser.add_argument(
+            "--checkpoint_path", default=None, help="predict from a checkpoint instead"
+        )
+        parser.add_argument("--predict_input_path", required=True, help="parquet/csv input")
+        parser.add_argument("--predict_output_path", required=True, help="parquet output")
+        parser.add_argument(
+            "--reserved_columns", default=None, help="input columns copied to the output"
+        )
+        parser.add_argument("--output_columns", default=None, help="model outputs to write")
+        parser.add_argument("--batch_size", type=int, default=None, help="rows per batch")
+        parser.add_argument("--predict_threads", type=int, default=None, help="reader workers")
+        parser.add_argument("--is_profiling", action="store_true", help="profile prediction")
+        parser.add_argument("--debug_level", type=int, default=0, help="extra debug output")
+        parser.add_argument(
+            "--dataset_type", default=None, help="override data_config.dataset_type"
+        )
+        parser.add_argument("--writer_type", default=None, help="output writer")
+        parser.add_argument(
+            "--predict_steps", type=int, default=None, help="stop after this many batches"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         """Predict."""
