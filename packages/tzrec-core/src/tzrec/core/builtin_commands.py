@@ -211,9 +211,9 @@ class RunCommand(Command):
 
 
 def _is_rank_zero() -> bool:
-    import torch.distributed as dist
+    from tzrec.core.engine.ranks import is_rank_zero  # lazy: keeps `tzrec --help` fast
 
-    return not dist.is_initialized() or dist.get_rank() == 0
+    return is_rank_zero()
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:

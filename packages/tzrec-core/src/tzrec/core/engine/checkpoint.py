@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tzrec.core.engine.ranks import is_rank_zero
+
 logger = logging.getLogger(__name__)
 
 CKPT_PREFIX = "model.ckpt-"
@@ -85,12 +87,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _is_rank_zero() -> bool:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 class CheckpointManager:
     """Save, find, restore and prune checkpoints in ``model_dir``.
 
@@ -108,7 +104,7 @@ class CheckpointManager:
     ) -> None:
         self.model_dir = Path(model_dir)
         self.keep_checkpoint_max = max(int(keep_checkpoint_max), 0)
-        self.is_writer = _is_rank_zero() if is_writer is None else is_writer
+        self.is_writer = is_rank_zero() if is_writer is None else is_writer
 
     # -- storage (override to swap the format) ---------------------------------------
 
@@ -180,7 +176,7 @@ class CheckpointManager:
         if not self.is_writer:
             return final
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
+        self.remove_stale_tmp()
         tmp = self.model_dir / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
@@ -213,7 +209,8 @@ class CheckpointManager:
         self.prune()
         return final
 
-    def _remove_stale_tmp(self) -> None:
+    def remove_stale_tmp(self) -> None:
+        """Delete temporary directories left by interrupted saves."""
         for child in self.model_dir.glob(f"{TMP_PREFIX}*"):
             logger.warning("removing leftover of an interrupted save: %s", child)
             shutil.rmtree(child, ignore_errors=True)

@@ -20,16 +20,12 @@ from typing import Any
 
 import torch
 
+from tzrec.core.engine.ranks import is_rank_zero
+
 logger = logging.getLogger(__name__)
 
 TRAIN_EVAL_RESULT_FILENAME = "train_eval_result.txt"
 EVAL_RESULT_FILENAME = "eval_result.txt"
-
-
-def _is_rank_zero() -> bool:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _scalar(value: Any) -> float:
@@ -60,7 +56,7 @@ class Summary:
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], enabled: bool | None = None) -> None:
-        self.enabled = _is_rank_zero() if enabled is None else enabled
+        self.enabled = is_rank_zero() if enabled is None else enabled
         self._writer = None
         if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -135,7 +131,7 @@ class ProgressReporter:
         enabled: bool | None = None,
         log_interval_s: float = 60.0,
     ) -> None:
-        self.enabled = _is_rank_zero() if enabled is None else enabled
+        self.enabled = is_rank_zero() if enabled is None else enabled
         self.desc = desc
         self.step = start_step
         self._start_step = start_step
@@ -218,7 +214,7 @@ def write_eval_result(
     Returns:
         The record written, or None off rank 0.
     """
-    if not (_is_rank_zero() if enabled is None else enabled):
+    if not (is_rank_zero() if enabled is None else enabled):
         return None
     record: dict[str, Any] = {"global_step": step}
     record.update({k: _scalar(v) for k, v in sorted(metrics.items())})

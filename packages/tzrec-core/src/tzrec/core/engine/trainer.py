@@ -42,13 +42,18 @@ from tzrec.core.engine.optim import (
     gradient_clipping_kwargs,
     sparse_optimizer_class_and_kwargs,
 )
-from tzrec.core.engine.summary import ProgressReporter, Summary
+from tzrec.core.engine.ranks import is_rank_zero
+from tzrec.core.engine.summary import (
+    TRAIN_EVAL_RESULT_FILENAME,
+    ProgressReporter,
+    Summary,
+    write_eval_result,
+)
 from tzrec.core.errors import ConfigError
 from tzrec.protos import data_pb2, pipeline_pb2
 
 logger = logging.getLogger(__name__)
 
-TRAIN_EVAL_RESULT_FILENAME = "train_eval_result.txt"
 WARMUP_STEPS = 10
 PIPELINE_CONFIG_FILENAME = "pipeline.config"
 STATE_DIR = "state"
@@ -94,11 +99,6 @@ def init_distributed() -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-def is_rank_zero() -> bool:
-    """Whether this process writes files and prints progress."""
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _barrier() -> None:
@@ -349,9 +349,7 @@ class Engine:
         tmp = manager.model_dir / f"{TMP_PREFIX}{final.name}"
         if is_rank_zero():
             manager.model_dir.mkdir(parents=True, exist_ok=True)
-            for stale in manager.model_dir.glob(f"{TMP_PREFIX}*"):
-                logger.warning("removing leftover of an interrupted save: %s", stale)
-                shutil.rmtree(stale, ignore_errors=True)
+            manager.remove_stale_tmp()
             tmp.mkdir()
         _barrier()
         dcp.save(self.state_dict(), checkpoint_id=str(tmp / STATE_DIR))
@@ -499,14 +497,6 @@ def _batches(dataset: Any, epoch: int, skip: int) -> Iterator[Any]:
         yield batch
 
 
-def _append_result(path: Path, step: int, metrics: dict[str, float]) -> None:
-    if not is_rank_zero():
-        return
-    line = json.dumps({"global_step": step, **dict(sorted(metrics.items()))})
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-
-
 def _format_metrics(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}:{v:.6f}" for k, v in metrics.items())
 
@@ -577,7 +567,7 @@ def train_and_evaluate(
                 eval_ds.make_dataloader(), eval_steps, f"Evaluating step {state.global_step}"
             )
             summary.log_eval(state.global_step, last_metrics)
-            _append_result(result_file, state.global_step, last_metrics)
+            write_eval_result(result_file, state.global_step, last_metrics)
             logger.info(
                 "rank %d eval at step %d: %s",
                 dist.get_rank(),
@@ -670,7 +660,7 @@ def evaluate(
     engine = Engine(config, model, device, train=False)
     state = engine.restore(path, with_optimizer=False)
     metrics = engine.evaluate(eval_ds.make_dataloader(), int(config.eval_config.num_steps))
-    _append_result(Path(config.model_dir) / eval_result_filename, state.global_step, metrics)
+    write_eval_result(Path(config.model_dir) / eval_result_filename, state.global_step, metrics)
     return {"global_step": state.global_step, "metrics": metrics, "checkpoint": str(path)}
 
 
