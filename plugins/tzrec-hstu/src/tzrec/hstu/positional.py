@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tzrec.core.errors import ConfigError
-from tzrec.kernels import Kernel, add_timestamp_positional_embeddings
+from tzrec.kernels import Kernel, add_timestamp_positional_embeddings, timestamp_position_buckets
 from tzrec.protos import module_pb2
 
 
@@ -65,6 +65,7 @@ class HSTUPositionalEncoder(nn.Module):
         seq_offsets: torch.Tensor,
         seq_timestamps: torch.Tensor,
         query_time: torch.Tensor | None = None,
+        num_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Jagged (N, D) embeddings plus position (and time) embeddings.
 
@@ -73,7 +74,14 @@ class HSTUPositionalEncoder(nn.Module):
             seq_offsets: (B + 1,) int64.
             seq_timestamps: (N,) int64 seconds (zeros when time encoding is off).
             query_time: (B,) int64 anchor; default: each row's last timestamp.
+            num_targets: (B,) candidates at the end of every row (ranking). Given, the
+                candidates of a row share position bucket 0 and history items count back
+                from 1 (the newest); time buckets are unchanged.
         """
+        if num_targets is not None:
+            return self._with_targets(
+                seq_embeddings, seq_offsets, seq_timestamps, query_time, num_targets
+            )
         return add_timestamp_positional_embeddings(
             seq_embeddings,
             seq_offsets,
@@ -85,4 +93,42 @@ class HSTUPositionalEncoder(nn.Module):
             time_bucket_fn=self.time_bucket_fn,
             time_bucket_divisor=self.time_bucket_divisor,
             kernel=self.kernel,
+        )
+
+    def _with_targets(
+        self,
+        seq_embeddings: torch.Tensor,
+        seq_offsets: torch.Tensor,
+        seq_timestamps: torch.Tensor,
+        query_time: torch.Tensor | None,
+        num_targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """The ``num_targets`` path: no branch on data, no data-dependent sizes."""
+        lengths = seq_offsets[1:] - seq_offsets[:-1]
+        total = seq_embeddings.shape[0]
+        if query_time is None:  # each row's last timestamp; empty rows read the pad
+            padded = torch.cat([seq_timestamps, seq_timestamps.new_zeros(1)])
+            last = torch.where(lengths > 0, seq_offsets[1:] - 1, torch.full_like(lengths, total))
+            query_time = padded[last]
+        _, time_bucket = timestamp_position_buckets(
+            seq_offsets,
+            seq_timestamps,
+            self.position_embeddings.shape[0],
+            self.timestamp_embeddings.shape[0],
+            query_time,
+            self.time_bucket_fn,
+            self.time_bucket_divisor,
+        )
+        rows = torch.repeat_interleave(
+            torch.arange(lengths.shape[0], device=seq_offsets.device), lengths, output_size=total
+        )
+        pos = torch.arange(total, device=seq_offsets.device) - seq_offsets[rows]
+        history_end = (lengths - num_targets.to(lengths.dtype)).clamp(min=0)[rows]
+        pos_bucket = (history_end - torch.minimum(pos, history_end)).clamp(
+            min=0, max=self.position_embeddings.shape[0] - 1
+        )
+        return (
+            self.alpha * seq_embeddings
+            + self.position_embeddings.index_select(0, pos_bucket)
+            + self.timestamp_embeddings.index_select(0, time_bucket)
         )

@@ -65,8 +65,13 @@ class STULayer(nn.Module):
         seq_offsets: torch.Tensor,
         max_seq_len: int,
         contextual_seq_len: int = 0,
+        num_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Jagged (N, D) in, jagged (N, D) out (same offsets)."""
+        """Jagged (N, D) in, jagged (N, D) out (same offsets).
+
+        ``num_targets`` (B,): candidates at the end of every row; they see the history and
+        themselves, not each other (tzrec.kernels.hstu_mha's mask).
+        """
         normed = layer_norm(x, self.input_norm_weight, self.input_norm_bias, kernel=self.kernel)
         u, v, q, k = uvqk_projection(
             normed,
@@ -87,6 +92,7 @@ class STULayer(nn.Module):
             causal=True,
             dropout_pr=0.0,
             training=self.training,
+            num_targets=num_targets,
             max_attn_len=self.max_attn_len,
             contextual_seq_len=contextual_seq_len,
             kernel=self.kernel,
@@ -127,8 +133,9 @@ class STUStack(nn.Module):
         seq_offsets: torch.Tensor,
         max_seq_len: int,
         contextual_seq_len: int = 0,
+        num_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Jagged (N, D) in, jagged (N, D) out."""
+        """Jagged (N, D) in, jagged (N, D) out (``num_targets``: see :class:`STULayer`)."""
         for layer in self.layers:
-            x = layer(x, seq_offsets, max_seq_len, contextual_seq_len)
+            x = layer(x, seq_offsets, max_seq_len, contextual_seq_len, num_targets)
         return x

@@ -14,9 +14,18 @@ the next item (the positive) is the step after the last history item. A model th
 the history ranks the positive far above random negatives; random ranking gives
 recall@k = k / (1 + num_neg).
 
+For DlrmHSTU (ranking), :func:`write_dlrm_hstu_data` writes one row per request in the
+layout of ``docs/examples/dlrm_hstu_kuairand.config``: the same history columns, several
+candidates per row (``cand_seq__video_id``, ``cand_seq__query_time``) and their labels
+``cand_seq__action_weight`` (bitmask: 1 click, 2 like, 4 follow) and
+``cand_seq__watch_time``. Planted structure: a user clicks items of their home cluster far
+more often than others, and likes clicked items that are "likeable" (``(i // clusters) % 3
+== 0``); the home cluster shows in the user's history and user id. Random scoring gives
+AUC 0.5.
+
 Usage::
 
-    python -m tzrec.hstu.synthetic OUT_DIR [--num_rows N] [--seed S]
+    python -m tzrec.hstu.synthetic OUT_DIR [--num_rows N] [--seed S] [--dlrm]
 """
 
 from __future__ import annotations
@@ -132,6 +141,117 @@ def write_hstu_data(
     return paths
 
 
+CLICK, LIKE, FOLLOW = 1, 2, 4
+
+
+def _candidate_actions(
+    rng: np.random.Generator, items: np.ndarray, home: int, clusters: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Action bitmasks and watch times (seconds) of items shown to a user of cluster home."""
+    at_home = (items % clusters) == home
+    clicked = rng.random(items.shape[0]) < np.where(at_home, 0.85, 0.1)
+    likeable = ((items // clusters) % 3) == 0
+    liked = clicked & (rng.random(items.shape[0]) < np.where(likeable, 0.8, 0.05))
+    follow = rng.random(items.shape[0]) < 0.05
+    actions = clicked * CLICK | liked * LIKE | follow * FOLLOW
+    watch = np.where(
+        clicked, rng.integers(30, 120, items.shape[0]), rng.integers(1, 20, items.shape[0])
+    )
+    return actions.astype(np.int64), watch.astype(np.int64)
+
+
+def _dlrm_rows(
+    rng: np.random.Generator,
+    n: int,
+    num_users: int,
+    num_items: int,
+    clusters: int,
+    max_history: int,
+    max_candidates: int,
+    empty_fraction: float,
+) -> pa.Table:
+    users = rng.integers(0, num_users, n)
+    names = (
+        "uih_seq__video_id",
+        "uih_seq__action_timestamp",
+        "uih_seq__action_weight",
+        "uih_seq__watch_time",
+        "cand_seq__video_id",
+        "cand_seq__query_time",
+        "cand_seq__action_weight",
+        "cand_seq__watch_time",
+    )
+    cols: dict[str, list[str]] = {k: [] for k in names}
+
+    def shown(k: int, home: int) -> np.ndarray:
+        """``k`` items: half from the home cluster, half from anywhere."""
+        own = rng.integers(0, num_items // clusters, k) * clusters + home
+        return np.where(rng.random(k) < 0.5, own, rng.integers(0, num_items, k))
+
+    for u in range(n):
+        home = int(users[u] % clusters)
+        length = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_history + 1))
+        items = shown(length, home)
+        actions, watch = _candidate_actions(rng, items, home, clusters)
+        ts = BASE_TIME + np.cumsum(rng.integers(10, 3600, length)) + int(rng.integers(0, 10**6))
+        query = int(ts[-1]) + int(rng.integers(1, 600)) if length else BASE_TIME + 10**6
+        k = int(rng.integers(1, max_candidates + 1))
+        cands = shown(k, home)
+        cand_actions, cand_watch = _candidate_actions(rng, cands, home, clusters)
+        for key, values in (
+            ("uih_seq__video_id", items),
+            ("uih_seq__action_timestamp", ts),
+            ("uih_seq__action_weight", actions),
+            ("uih_seq__watch_time", watch),
+            ("cand_seq__video_id", cands),
+            ("cand_seq__query_time", [query] * k),
+            ("cand_seq__action_weight", cand_actions),
+            ("cand_seq__watch_time", cand_watch),
+        ):
+            cols[key].append("|".join(map(str, values)))
+    return pa.table(
+        {
+            "user_id": users,
+            "user_active_degree": users % 8,
+            "follow_user_num_range": (users // 8) % 9,
+            "fans_user_num_range": (users // 72) % 9,
+            "friend_user_num_range": (users // 3) % 8,
+            "register_days_range": (users // 8) % 8,
+            **cols,
+        }
+    )
+
+
+def write_dlrm_hstu_data(
+    out_dir: Path,
+    num_rows: int = 4000,
+    num_eval_rows: int = 1000,
+    num_users: int = 300,
+    num_items: int = 600,
+    clusters: int = 6,
+    max_history: int = 16,
+    max_candidates: int = 6,
+    empty_fraction: float = 0.05,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Write DlrmHSTU train/eval parquet files (module doc); return their paths.
+
+    Returns:
+        ``{"train": ..., "eval": ...}``.
+    """
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "train": str(out_dir / "kuairand_rank_train.parquet"),
+        "eval": str(out_dir / "kuairand_rank_eval.parquet"),
+    }
+    args = (num_users, num_items, clusters, max_history, max_candidates, empty_fraction)
+    pq.write_table(_dlrm_rows(rng, num_rows, *args), paths["train"], row_group_size=500)
+    pq.write_table(_dlrm_rows(rng, num_eval_rows, *args), paths["eval"], row_group_size=500)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: write the data under OUT_DIR and print the paths."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,8 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_rows", type=int, default=4000)
     parser.add_argument("--num_eval_rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dlrm", action="store_true", help="ranking data for dlrm_hstu (no item table)"
+    )
     args = parser.parse_args(argv)
-    paths = write_hstu_data(
+    write = write_dlrm_hstu_data if args.dlrm else write_hstu_data
+    paths = write(
         args.out_dir, num_rows=args.num_rows, num_eval_rows=args.num_eval_rows, seed=args.seed
     )
     for k, v in paths.items():

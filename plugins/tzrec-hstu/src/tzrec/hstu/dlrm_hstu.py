@@ -1,0 +1,547 @@
+"""DlrmHSTU: multi-task ranking with an HSTU transducer (registered as ``dlrm_hstu``).
+
+Every row is one request: a user interaction history (the JAGGED_SEQUENCE group ``uih``)
+and the candidates to score (the JAGGED_SEQUENCE group ``candidate``). The
+``contextual_preprocessor`` turns a row into ``[contextual tokens, history, candidates]``
+(contextual tokens from the DEEP group ``contextual``; actions from ``uih_action`` /
+``uih_watchtime``; timestamps from ``uih_timestamp`` and ``candidate_timestamp``), the
+positional encoder adds position and time embeddings (candidates share one position), an
+:class:`~tzrec.hstu.stu.STUStack` runs with ``num_targets`` = the row's candidate count, so
+a candidate sees the contextual tokens, the history and itself but never another candidate,
+and the output postprocessor is applied to each candidate's token (with its timestamp).
+
+``fusion_mtl_tower`` scores a candidate from ``user_token * item_mlp(candidate)``: an
+optional shared MLP, then one linear head per task (``num_class`` wide). A task's label is
+the per-candidate column ``label_name`` (``cand_seq__action_weight``), turned into 0/1 by
+``task_bitmask`` when set. Outputs, one row per candidate (``sum(candidates)`` rows):
+``logits_<task>`` / ``probs_<task>`` (and ``probs1_<task>`` for two classes) for
+classification losses, ``y_<task>`` for ``l2_loss``. Losses are ``<loss>_<task>``, metrics
+``<metric>_<task>``.
+
+Export view: :attr:`DlrmHSTU.embedding_group` embeds a batch and :meth:`DlrmHSTU.dense_forward`
+computes every prediction from its output; with ``set_is_inference(True)`` dense_forward has
+no data-dependent Python (no ``.item()``, no branches on values) and gives the attention the
+static ``max_seq_len`` of the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import distributed as dist
+from torch import nn
+
+from tzrec.core import plugins
+from tzrec.core.config import provided_by, which_oneof
+from tzrec.core.errors import ConfigError, DataError
+from tzrec.data import BASE_DATA_GROUP, BaseFeature, Batch
+from tzrec.hstu.positional import HSTUPositionalEncoder
+from tzrec.hstu.preprocessors import (
+    CANDIDATE,
+    CANDIDATE_TIMESTAMP,
+    CONTEXTUAL,
+    UIH,
+    UIH_ACTION,
+    UIH_TIMESTAMP,
+    UIH_WATCHTIME,
+)
+from tzrec.hstu.stu import STUStack
+from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.losses.losses import create_loss
+from tzrec.models.metrics.factory import create_metric
+from tzrec.models.models.base import BaseModel
+from tzrec.models.modules.mlp import MLP
+from tzrec.protos import model_pb2, tower_pb2
+
+FIELD = "model_config.dlrm_hstu"
+_HISTORY_ROLES = (UIH_ACTION, UIH_WATCHTIME, UIH_TIMESTAMP)
+_CLASSIFICATION_LOSSES = ("binary_cross_entropy", "binary_focal_loss")
+_MULTICLASS_LOSSES = ("softmax_cross_entropy", "jrc_loss")
+_REGRESSION_LOSSES = ("l2_loss",)
+_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error", "xauc", "grouped_xauc")
+
+
+@dataclass
+class _TaskLoss:
+    key: str
+    name: str
+    session_name: str = ""
+
+
+@dataclass
+class _TaskMetric:
+    key: str
+    name: str
+    prediction: str
+    grouping_key: str = ""
+
+
+@dataclass
+class _Task:
+    name: str
+    label_name: str
+    bitmask: int | None
+    num_class: int
+    weight: float
+    classification: bool
+    losses: list[_TaskLoss] = field(default_factory=list)
+    metrics: list[_TaskMetric] = field(default_factory=list)
+
+
+def reverse_history_index(lengths: torch.Tensor, total: int | torch.SymInt) -> torch.Tensor:
+    """Index reversing the items of every jagged row; ``total`` is ``values.shape[0]``."""
+    lengths = lengths.to(torch.int64)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    rows = torch.repeat_interleave(
+        torch.arange(lengths.shape[0], device=lengths.device), lengths, output_size=total
+    )
+    pos = torch.arange(total, device=lengths.device) - offsets[rows]
+    return offsets[rows] + lengths[rows] - 1 - pos
+
+
+def candidate_positions(
+    seq_offsets: torch.Tensor, num_targets: torch.Tensor, total: int | torch.SymInt
+) -> torch.Tensor:
+    """Where each candidate sits in the jagged token sequence (they end every row).
+
+    Args:
+        seq_offsets: (B + 1,) offsets of the full rows.
+        num_targets: (B,) candidates per row.
+        total: sum of ``num_targets`` (the candidates tensor's first size).
+    """
+    num_targets = num_targets.to(torch.int64)
+    cand_offsets = torch.cumsum(num_targets, 0) - num_targets
+    rows = torch.repeat_interleave(
+        torch.arange(num_targets.shape[0], device=num_targets.device),
+        num_targets,
+        output_size=total,
+    )
+    within = torch.arange(total, device=num_targets.device) - cand_offsets[rows]
+    return seq_offsets[rows + 1] - num_targets[rows] + within
+
+
+class DlrmHSTU(BaseModel):
+    """DlrmHSTU (``model_config.dlrm_hstu``): HSTU ranking, one prediction per candidate."""
+
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_config, features, labels, sample_weights, **kwargs)
+        cfg = self._model_config
+        hstu = cfg.hstu
+        kernel = int(self._base_model_config.kernel)
+        groups = self._role_groups()
+        self.history_roles = [r for r in _HISTORY_ROLES if r in groups]
+        self.has_contextual = CONTEXTUAL in groups
+        self.has_candidate_timestamp = CANDIDATE_TIMESTAMP in groups
+        self.embedding_group = EmbeddingGroup(self._features, list(groups.values()))
+        eg = self.embedding_group
+        self.embedding_dim = int(hstu.stu.embedding_dim)
+        if self.embedding_dim <= 0:
+            raise ConfigError(f"{FIELD}.hstu.stu.embedding_dim must be > 0")
+        self.max_seq_len = int(cfg.max_seq_len)
+        if self.max_seq_len <= 0:
+            raise ConfigError(
+                f"{FIELD}.max_seq_len must be > 0 (contextual tokens + history + candidates)"
+            )
+        self.ascending = bool(cfg.sequence_timestamp_is_ascending)
+        self.global_average_loss = bool(cfg.enable_global_average_loss)
+
+        input_dims = {UIH: eg.sequence_dim(UIH), CANDIDATE: eg.sequence_dim(CANDIDATE)}
+        for role in (*self.history_roles, CANDIDATE_TIMESTAMP):
+            if role in groups:
+                input_dims[role] = eg.sequence_dim(role)
+        num_contextual = 0
+        if self.has_contextual:
+            input_dims[CONTEXTUAL] = eg.group_total_dim(CONTEXTUAL)
+            num_contextual = (
+                1 if cfg.concat_contextual_features else len(groups[CONTEXTUAL].feature_names)
+            )
+        pe = hstu.positional_encoder
+        if pe.use_time_encoding:
+            for role in (UIH_TIMESTAMP, CANDIDATE_TIMESTAMP):
+                if role not in groups:
+                    raise ConfigError(
+                        f"{FIELD}.hstu.positional_encoder.use_time_encoding needs a "
+                        f"JAGGED_SEQUENCE feature group named '{role}'"
+                    )
+        chosen = which_oneof(hstu.input_preprocessor, "input_preprocessor")
+        if chosen is None:
+            raise ConfigError(f"{FIELD}.hstu.input_preprocessor: set contextual_preprocessor")
+        cls = plugins.get(
+            "input_preprocessors", chosen[0], provided_by(hstu.input_preprocessor, chosen[0])
+        )
+        if not getattr(cls, "handles_candidates", False):
+            raise ConfigError(
+                f"{FIELD}.hstu.input_preprocessor: {chosen[0]} does not append candidates; "
+                "use contextual_preprocessor"
+            )
+        self.preprocessor = cls(
+            chosen[1],
+            self.embedding_dim,
+            input_dims,
+            num_contextual=num_contextual,
+            max_uih_len=self._max_length(groups[UIH]),
+            max_candidates=self._max_length(groups[CANDIDATE]),
+        )
+        self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
+        self.input_dropout_ratio = float(hstu.input_dropout_ratio)
+        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel)
+        chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
+        if chosen is None:
+            raise ConfigError(
+                f"{FIELD}.hstu.output_postprocessor: set timestamp_layernorm_postprocessor "
+                "or another"
+            )
+        cls = plugins.get(
+            "output_postprocessors",
+            chosen[0],
+            provided_by(hstu.output_postprocessor, chosen[0]),
+        )
+        self.postprocessor = cls(chosen[1], self.embedding_dim, kernel)
+
+        hidden = int(cfg.item_embedding_hidden_dim)
+        if hidden <= 0:
+            raise ConfigError(f"{FIELD}.item_embedding_hidden_dim must be > 0")
+        self.item_mlp = nn.Sequential(
+            nn.Linear(input_dims[CANDIDATE], hidden),
+            nn.LayerNorm(hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, self.embedding_dim),
+            nn.LayerNorm(self.embedding_dim),
+        )
+        tower = cfg.fusion_mtl_tower
+        self.tower_mlp = (
+            MLP.from_config(self.embedding_dim, tower.mlp)
+            if tower.HasField("mlp") and tower.mlp.hidden_units
+            else None
+        )
+        width = self.tower_mlp.output_dim() if self.tower_mlp is not None else self.embedding_dim
+        self._tasks = self._build_tasks(tower)
+        self.task_dims = [t.num_class for t in self._tasks]
+        self.task_head = nn.Linear(width, sum(self.task_dims))
+        self._candidate_feature = self._features_by_name()[groups[CANDIDATE].feature_names[0]]
+
+    # -- construction ----------------------------------------------------------------------
+
+    def _role_groups(self) -> dict[str, model_pb2.FeatureGroupConfig]:
+        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
+        expected = {
+            UIH: model_pb2.JAGGED_SEQUENCE,
+            CANDIDATE: model_pb2.JAGGED_SEQUENCE,
+            CONTEXTUAL: model_pb2.DEEP,
+            UIH_ACTION: model_pb2.JAGGED_SEQUENCE,
+            UIH_WATCHTIME: model_pb2.JAGGED_SEQUENCE,
+            UIH_TIMESTAMP: model_pb2.JAGGED_SEQUENCE,
+            CANDIDATE_TIMESTAMP: model_pb2.JAGGED_SEQUENCE,
+        }
+        for role in (UIH, CANDIDATE):
+            if role not in groups:
+                raise ConfigError(
+                    f"{FIELD} needs a JAGGED_SEQUENCE feature group named '{role}' "
+                    f"(groups: {', '.join(groups) or 'none'})"
+                )
+        used = {}
+        for role, want in expected.items():
+            if role not in groups:
+                continue
+            if groups[role].group_type != want:
+                raise ConfigError(
+                    f"feature group '{role}' must be {model_pb2.FeatureGroupType.Name(want)} "
+                    "for dlrm_hstu"
+                )
+            used[role] = groups[role]
+        return used
+
+    def _features_by_name(self) -> dict[str, BaseFeature]:
+        return {f.name: f for f in self._features}
+
+    def _max_length(self, group: model_pb2.FeatureGroupConfig) -> int:
+        by_name = self._features_by_name()
+        lengths = [by_name[n].sequence_length or 0 for n in group.feature_names if n in by_name]
+        return max(lengths, default=0)
+
+    def _build_tasks(self, tower: tower_pb2.FusionMTLTower) -> list[_Task]:
+        where = f"{FIELD}.fusion_mtl_tower.task_configs"
+        if not tower.task_configs:
+            raise ConfigError(f"{where}: set at least one task")
+        tasks: list[_Task] = []
+        for i, tc in enumerate(tower.task_configs):
+            at = f"{where}[{i}]"
+            name = tc.task_name
+            if not name:
+                raise ConfigError(f"{at}.task_name is required")
+            if any(t.name == name for t in tasks):
+                raise ConfigError(f"{at}.task_name '{name}' is used by two tasks")
+            if not tc.label_name:
+                raise ConfigError(f"{at}.label_name is required")
+            if tc.label_name not in self._labels:
+                raise ConfigError(
+                    f"{at}.label_name '{tc.label_name}' is not in data_config.label_fields "
+                    f"({', '.join(self._labels) or 'none'})"
+                )
+            if not tc.losses:
+                raise ConfigError(f"{at}.losses: set at least one loss")
+            num_class = int(tc.num_class)
+            task = _Task(
+                name=name,
+                label_name=tc.label_name,
+                bitmask=int(tc.task_bitmask) if tc.HasField("task_bitmask") else None,
+                num_class=num_class,
+                weight=float(tc.weight),
+                classification=False,
+            )
+            for loss_cfg in tc.losses:
+                chosen = which_oneof(loss_cfg, "loss")
+                loss_name = chosen[0] if chosen else ""
+                self._check_loss(at, loss_name, num_class)
+                try:
+                    loss_name, module = create_loss(loss_cfg, num_class=num_class)
+                except ValueError as e:
+                    raise ConfigError(f"{at}.losses: {e}") from None
+                key = f"{loss_name}_{name}"
+                self._loss_modules[key] = module
+                session = loss_cfg.jrc_loss.session_name if loss_name == "jrc_loss" else ""
+                if loss_name == "jrc_loss" and not session:
+                    raise ConfigError(f"{at}.losses.jrc_loss.session_name is required")
+                task.losses.append(_TaskLoss(key, loss_name, session))
+                task.classification |= loss_name not in _REGRESSION_LOSSES
+            for metric_cfg in tc.metrics:
+                try:
+                    metric_name, display, metric = create_metric(metric_cfg, num_class=num_class)
+                except ValueError as e:
+                    raise ConfigError(f"{at}.metrics: {e}") from None
+                regression = metric_name in _REGRESSION_METRICS
+                if regression and not any(x.name in _REGRESSION_LOSSES for x in task.losses):
+                    raise ConfigError(
+                        f"{at}.metrics: {metric_name} needs a regression loss (l2_loss)"
+                    )
+                if not regression and not task.classification:
+                    raise ConfigError(
+                        f"{at}.metrics: {metric_name} needs a classification loss "
+                        "(binary_cross_entropy, jrc_loss, ...)"
+                    )
+                grouping = getattr(metric_cfg.grouped_auc, "grouping_key", "")
+                if metric_name == "grouped_auc" and not grouping:
+                    raise ConfigError(f"{at}.metrics.grouped_auc.grouping_key is required")
+                display = f"{display}_{name}"
+                key = display.replace(".", "_").replace("@", "_at_")
+                self._metric_modules[key] = metric
+                self._metric_names[key] = display
+                prediction = f"y_{name}" if regression else f"probs_{name}"
+                task.metrics.append(
+                    _TaskMetric(
+                        key,
+                        metric_name,
+                        prediction,
+                        grouping if metric_name == "grouped_auc" else "",
+                    )
+                )
+            tasks.append(task)
+        return tasks
+
+    @staticmethod
+    def _check_loss(at: str, loss_name: str, num_class: int) -> None:
+        if loss_name in _CLASSIFICATION_LOSSES + _REGRESSION_LOSSES and num_class != 1:
+            raise ConfigError(f"{at}.num_class must be 1 for {loss_name}, got {num_class}")
+        if loss_name == "jrc_loss" and num_class != 2:
+            raise ConfigError(f"{at}.num_class must be 2 for jrc_loss, got {num_class}")
+        if loss_name == "softmax_cross_entropy" and num_class < 2:
+            raise ConfigError(f"{at}.num_class must be >= 2 for softmax_cross_entropy")
+        supported = _CLASSIFICATION_LOSSES + _MULTICLASS_LOSSES + _REGRESSION_LOSSES
+        if loss_name not in supported:
+            raise ConfigError(
+                f"{at}.losses: dlrm_hstu supports {', '.join(supported)}, not "
+                f"{loss_name or 'an empty loss'}"
+            )
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Predictions for every candidate of the batch (see the module doc)."""
+        return self.dense_forward(self.embedding_group(batch))
+
+    def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every prediction from the embedding group's output (the export entry point)."""
+        uih_lengths = grouped[f"{UIH}.sequence_length"]
+        num_targets = grouped[f"{CANDIDATE}.sequence_length"]
+        candidates = grouped[f"{CANDIDATE}.sequence"]
+        inputs = {UIH: grouped[f"{UIH}.sequence"], CANDIDATE: candidates}
+        for role in self.history_roles:
+            inputs[role] = grouped[f"{role}.sequence"]
+        if self.has_candidate_timestamp:
+            inputs[CANDIDATE_TIMESTAMP] = grouped[f"{CANDIDATE_TIMESTAMP}.sequence"]
+        if not self._is_inference:
+            self._check_lengths(grouped)
+        if not self.ascending:
+            index = reverse_history_index(uih_lengths, inputs[UIH].shape[0])
+            for role in (UIH, *self.history_roles):
+                inputs[role] = inputs[role].index_select(0, index)
+        if self.has_contextual:
+            inputs[CONTEXTUAL] = grouped[CONTEXTUAL]
+        seq = self.preprocessor(inputs, uih_lengths, num_targets)
+        if not self._is_inference:
+            self._check_max_seq_len(seq.offsets)
+        x = self.positional_encoder(
+            seq.values, seq.offsets, seq.timestamps, num_targets=seq.num_targets
+        )
+        x = F.dropout(x, p=self.input_dropout_ratio, training=self.training)
+        x = self.stu(x, seq.offsets, self.max_seq_len, seq.contextual_len, seq.num_targets)
+        index = candidate_positions(seq.offsets, num_targets, candidates.shape[0])
+        user = self.postprocessor(x.index_select(0, index), seq.timestamps.index_select(0, index))
+        fused = user * self.item_mlp(candidates.to(torch.float32))
+        if self.tower_mlp is not None:
+            fused = self.tower_mlp(fused)
+        outputs = self.task_head(fused).split(self.task_dims, dim=1)
+        predictions: dict[str, torch.Tensor] = {}
+        for task, logits in zip(self._tasks, outputs, strict=True):
+            predictions.update(self._task_outputs(task, logits))
+        return predictions
+
+    @staticmethod
+    def _task_outputs(task: _Task, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        suffix = f"_{task.name}"
+        for loss in task.losses:
+            if loss.name in _CLASSIFICATION_LOSSES:
+                squeezed = logits.squeeze(1)
+                out["logits" + suffix] = squeezed
+                out["probs" + suffix] = torch.sigmoid(squeezed)
+            elif loss.name in _MULTICLASS_LOSSES:
+                probs = torch.softmax(logits, dim=1)
+                out["logits" + suffix] = logits
+                out["probs" + suffix] = probs
+                if task.num_class == 2:
+                    out["probs1" + suffix] = probs[:, 1]
+            else:
+                out["y" + suffix] = logits.squeeze(1)
+        return out
+
+    def _check_lengths(self, grouped: dict[str, torch.Tensor]) -> None:
+        pairs = [(role, UIH) for role in self.history_roles]
+        if self.has_candidate_timestamp:
+            pairs.append((CANDIDATE_TIMESTAMP, CANDIDATE))
+        for role, owner in pairs:
+            got = grouped[f"{role}.sequence_length"]
+            want = grouped[f"{owner}.sequence_length"]
+            if got.shape != want.shape or not torch.equal(got, want):
+                raise DataError(
+                    f"feature group '{role}' and '{owner}' have different sequence lengths; "
+                    "take both from the same sequence_feature"
+                )
+
+    def _check_max_seq_len(self, offsets: torch.Tensor) -> None:
+        longest = int((offsets[1:] - offsets[:-1]).max()) if offsets.numel() > 1 else 0
+        if longest > self.max_seq_len:
+            raise DataError(
+                f"{FIELD}.max_seq_len is {self.max_seq_len} but a row has {longest} tokens "
+                "(contextual + history + candidates); raise max_seq_len or shorten the "
+                "sequences' sequence_length"
+            )
+
+    # -- labels, losses and metrics --------------------------------------------------------
+
+    def _candidate_counts(self, batch: Batch) -> torch.Tensor:
+        f = self._candidate_feature
+        if f.is_sparse:
+            return batch.sparse_features[f.data_group][f.name].lengths().to(torch.int64)
+        return batch.sequence_dense_features[f.name].lengths().to(torch.int64)
+
+    def _label(self, batch: Batch, task: _Task, total: int) -> torch.Tensor:
+        name = task.label_name
+        if name in batch.sequence_dense_features:
+            values = batch.sequence_dense_features[name].values().reshape(-1)
+        elif name in batch.labels:
+            values = batch.labels[name].reshape(-1)
+        else:
+            raise DataError(f"label '{name}' of task '{task.name}' is not in the batch")
+        if values.numel() != total:
+            raise DataError(
+                f"label '{name}' has {values.numel()} values but the batch has {total} "
+                "candidates; give every candidate one label"
+            )
+        if task.bitmask is not None:
+            values = ((values.to(torch.int64) & task.bitmask) > 0).to(torch.float32)
+        return values.to(torch.int64) if task.classification else values.to(torch.float32)
+
+    def _row_values(self, batch: Batch, name: str, what: str) -> torch.Tensor:
+        """One value per batch row of the feature or label ``name`` (session / group ids)."""
+        kjt = batch.sparse_features.get(BASE_DATA_GROUP)
+        if kjt is not None and name in kjt.keys():
+            return kjt[name].to_padded_dense(1)[:, 0].to(torch.int64)
+        dense = batch.dense_features.get(BASE_DATA_GROUP)
+        if dense is not None and name in dense.keys():
+            return dense.to_dict()[name].reshape(-1).to(torch.int64)
+        if name in batch.labels:
+            return batch.labels[name].reshape(-1).to(torch.int64)
+        raise DataError(f"{what} '{name}' is not a feature or label of the batch")
+
+    def _per_candidate(self, row_values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return row_values.repeat_interleave(counts)
+
+    def _loss_weight(self, total: int, device: torch.device) -> float:
+        if not self.global_average_loss or not dist.is_initialized():
+            return 1.0
+        if dist.get_world_size() == 1:
+            return 1.0
+        count = torch.tensor(float(total), device=device)
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+        mean = float(count) / dist.get_world_size()
+        return total / mean if mean > 0 else 1.0
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """Every task's losses, ``<loss>_<task>``, scaled by the task's ``weight``."""
+        counts = self._candidate_counts(batch)
+        total = int(counts.sum())
+        weight = self._sample_weight(batch)
+        if weight is not None:
+            weight = self._per_candidate(weight.reshape(-1), counts)
+        scale = self._loss_weight(total, counts.device)
+        losses: dict[str, torch.Tensor] = {}
+        for task in self._tasks:
+            label = self._label(batch, task, total)
+            for entry in task.losses:
+                module = self._loss_modules[entry.key]
+                if entry.name == "jrc_loss":
+                    sessions = self._per_candidate(
+                        self._row_values(batch, entry.session_name, "jrc_loss.session_name"),
+                        counts,
+                    )
+                    value = module(
+                        predictions[f"logits_{task.name}"], label, weight, session_ids=sessions
+                    )
+                elif entry.name in _REGRESSION_LOSSES:
+                    value = module(predictions[f"y_{task.name}"], label, weight)
+                else:
+                    value = module(predictions[f"logits_{task.name}"], label, weight)
+                losses[entry.key] = value * (task.weight * scale)
+        return losses
+
+    def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Feed every task's metrics with its predictions and labels."""
+        counts = self._candidate_counts(batch)
+        total = int(counts.sum())
+        for task in self._tasks:
+            if not task.metrics:
+                continue
+            label = self._label(batch, task, total)
+            for entry in task.metrics:
+                metric = self._metric_modules[entry.key]
+                preds = predictions[entry.prediction]
+                if entry.grouping_key:
+                    groups = self._per_candidate(
+                        self._row_values(batch, entry.grouping_key, "grouped_auc.grouping_key"),
+                        counts,
+                    )
+                    metric.update(preds, label, groups)
+                else:
+                    metric.update(preds, label)
