@@ -129,15 +129,16 @@ def write_hstu_data(
     paths = {
         "train": str(out_dir / "kuairand_match_train.parquet"),
         "eval": str(out_dir / "kuairand_match_eval.parquet"),
-        "items": str(out_dir / "kuairand_match_items.txt"),
+        "items": str(out_dir / "kuairand_match_items.parquet"),
     }
     args = (num_users, num_items, clusters, max_history, empty_fraction)
     pq.write_table(_rows(rng, num_rows, *args), paths["train"], row_group_size=500)
     pq.write_table(_rows(rng, num_eval_rows, *args), paths["eval"], row_group_size=500)
-    with open(paths["items"], "w", encoding="utf-8") as f:
-        f.write("id:int64\tweight:float\tfeature:string\n")
-        for i in range(num_items):
-            f.write(f"{i}\t1.0\t{i}\n")
+    # one row per item: the sampler's node table (id, weight, attribute columns) and the
+    # input of the exported item tower (its scalar view reads ``video_id``)
+    ids = np.arange(num_items, dtype=np.int64)
+    items = pa.table({"id": ids, "weight": np.ones(num_items), "video_id": ids})
+    pq.write_table(items, paths["items"])
     return paths
 
 
