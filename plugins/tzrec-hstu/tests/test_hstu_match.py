@@ -160,12 +160,50 @@ def test_mismatched_tower_widths_are_a_config_error(small_data):
         model_and_batch(small_data, wide_items)
 
 
-def test_inference_view_returns_embeddings_only(small_data):
+def test_inference_view_returns_user_embeddings_only(small_data):
     model, batch = model_and_batch(small_data)
     model.set_is_inference(True)
     model.eval()
     pred = model.predict(batch)
-    assert set(pred) == {"user_emb", "item_emb"}
+    assert set(pred) == {"user_emb"}
+    assert pred["user_emb"].shape == (batch.batch_size, model.user_tower.embedding_dim)
+
+
+def test_item_tower_switches_to_a_scalar_view_and_back(small_data):
+    model, _ = model_and_batch(small_data)
+    tower = model.item_tower
+    assert [f.name for f in tower.features] == ["cand_seq__video_id"]
+    assert tower.feature_groups[0].feature_names == ["cand_seq__video_id"]
+    model.set_is_inference(True)
+    assert tower._is_inference
+    (scalar,) = tower.features
+    assert scalar.name == "video_id"
+    assert not scalar.is_sequence and not scalar.is_grouped_sequence
+    # the scalar keeps the sequence item's table and its materialised defaults
+    (training,) = tower._features
+    assert scalar.embedding_name == training.embedding_name
+    assert scalar.num_embeddings == training.num_embeddings
+    assert scalar.config.value_dim == 1 and scalar.config.default_value == "0"
+    group = tower.feature_groups[0]
+    assert group.group_name == tower.input and list(group.feature_names) == ["video_id"]
+    model.set_is_inference(False)
+    assert [f.name for f in tower.features] == ["cand_seq__video_id"]
+
+
+def test_item_tower_query_view_embeds_each_item_like_the_sequence_view(small_data):
+    model, batch = model_and_batch(small_data)
+    model.eval()
+    grouped = model.embedding_group(batch)
+    seq = grouped[f"{model.item_tower.input}.sequence"]
+    with torch.no_grad():
+        training = model.item_embedding(grouped)
+        model.set_is_inference(True)
+        # the serving view reads one item per row as "<group>.query"
+        query = {f"{model.item_tower.input}.query": seq}
+        serving = model.item_embedding(query)
+    torch.testing.assert_close(serving, training)
+    with pytest.raises(KeyError):
+        model.item_tower({f"{model.item_tower.input}.sequence": seq})
 
 
 def test_packaged_example_config_matches_the_docs_copy():

@@ -9,6 +9,7 @@ from tzrec.data.features import (
     IdFeature,
     RawFeature,
     create_features,
+    project_grouped_sequence_feature_to_scalar,
 )
 from tzrec.data.parser import DataParser
 from tzrec.data.readers import (
@@ -32,4 +33,5 @@ __all__ = [
     "combine_neg_as_candidate_sequence",
     "create_dataloader",
     "create_features",
+    "project_grouped_sequence_feature_to_scalar",
 ]

@@ -1,8 +1,4 @@
-"""``tzrec export`` / ``tzrec predict`` with TorchEasyRec's flags.
-
-The export and predict engines land with the Export issue; until then both commands check
-their inputs and say clearly that the engine is not built yet.
-"""
+"""``tzrec export`` / ``tzrec predict`` / ``tzrec eval-retrieval`` with TorchEasyRec's flags."""
 
 from __future__ import annotations
 
@@ -11,17 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from tzrec.core.commands import Command, add_pipeline_config_arg
-from tzrec.core.errors import ConfigError, NotBuiltError
-
-EXPORT_PENDING = (
-    "the export engine is not built yet (it lands with the 'Export, predict and "
-    "retrieval evaluation' issue)"
-)
+from tzrec.core.errors import ConfigError
 
 
-def export_model(pipeline_config: Any, model_dir: str, export_dir: str, **_: Any) -> None:
-    """Export a trained model to ``export_dir`` (the ``default`` exporter)."""
-    raise NotBuiltError(EXPORT_PENDING)
+def export_model(pipeline_config: Any, model_dir: str, export_dir: str, **kwargs: Any) -> None:
+    """The ``default`` exporter (what ``tzrec run`` calls after training; replaces)."""
+    from tzrec.export.exporter import export_model as _export
+
+    kwargs.setdefault("overwrite", True)
+    _export(pipeline_config, model_dir, export_dir, **kwargs)
 
 
 class ExportCommand(Command):
@@ -43,14 +37,41 @@ class ExportCommand(Command):
         parser.add_argument(
             "--overwrite", action="store_true", help="replace an existing export_dir"
         )
+        parser.add_argument(
+            "--aot",
+            action="store_true",
+            help="torch.export the dense part (scripted_sparse_model.pt + aot_dense_model.pt2)"
+            " instead of one TorchScript scripted_model.pt; also ENABLE_AOT=1",
+        )
+        parser.add_argument("--model_dir", default=None, help="overrides model_dir")
 
     def run(self, args: argparse.Namespace) -> int:
-        """Check the destination, then export."""
+        """Check the destination, load the checkpoint, export and check each artefact."""
+        import os
+
+        from tzrec.core.builtin_commands import load_for_command
+
         if Path(args.export_dir).exists() and not args.overwrite:
             raise ConfigError(
                 f"--export_dir {args.export_dir} already exists; pass --overwrite to replace it"
             )
-        raise NotBuiltError(EXPORT_PENDING)
+        config = load_for_command(args, require_input_paths=False)
+        from tzrec.export.exporter import export_model as _export
+
+        aot = args.aot or os.environ.get("ENABLE_AOT", "0").lower() in ("1", "true")
+        dirs = _export(
+            config,
+            None,
+            args.export_dir,
+            checkpoint_path=args.checkpoint_path,
+            item_input_path=args.item_input_path,
+            aot=aot,
+            overwrite=args.overwrite,
+            asset_files=args.asset_files,
+        )
+        for d in dirs:
+            print(f"tzrec export: {d}")
+        return 0
 
 
 class PredictCommand(Command):
@@ -86,5 +107,114 @@ class PredictCommand(Command):
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        """Predict."""
-        raise NotBuiltError(EXPORT_PENDING.replace("export engine", "predict engine"))
+        """Predict with an exported model, writing parquet."""
+        from tzrec.export.predict import predict
+
+        if not args.scripted_model_path:
+            raise ConfigError(
+                "--scripted_model_path is required: export the model first (tzrec export) "
+                "and point at its directory (a match model's tower sub-directory)"
+            )
+        if args.checkpoint_path:
+            raise ConfigError(
+                "--checkpoint_path: predicting from a checkpoint is not supported; export it "
+                "(tzrec export --checkpoint_path ...) and predict with --scripted_model_path"
+            )
+        stats = predict(
+            args.scripted_model_path,
+            args.predict_input_path,
+            args.predict_output_path,
+            reserved_columns=_split(args.reserved_columns),
+            output_columns=_split(args.output_columns),
+            batch_size=args.batch_size,
+            num_workers=args.predict_threads,
+            dataset_type=args.dataset_type,
+            max_steps=args.predict_steps,
+        )
+        print(
+            f"tzrec predict: {stats['rows_in']} rows in, {stats['rows_out']} rows out "
+            f"({stats['rows_skipped']} skipped) -> {args.predict_output_path}"
+        )
+        return 0
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class EvalRetrievalCommand(Command):
+    """``tzrec eval-retrieval``: HitRate/Recall@K of exported towers with a faiss index."""
+
+    help = "evaluate exported user/item towers by nearest-neighbour retrieval (faiss)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Where the towers and tables are, the ground truth and the index."""
+        parser.add_argument(
+            "--export_dir", required=True, help="a match model export (user_tower/, item_tower/)"
+        )
+        parser.add_argument(
+            "--item_input_path", required=True, help="one row per item (parquet/csv)"
+        )
+        parser.add_argument(
+            "--eval_input_path", required=True, help="one row per user request (parquet/csv)"
+        )
+        parser.add_argument(
+            "--item_id_field", required=True, help="item id column of the item table"
+        )
+        parser.add_argument(
+            "--gt_field",
+            required=True,
+            help="ground-truth item id(s) column of the eval table (id, list, or delimited string)",
+        )
+        parser.add_argument(
+            "--gt_delim", default=None, help="delimiter of a string gt column (default: any of ;,|)"
+        )
+        parser.add_argument(
+            "--gt_first_only",
+            action="store_true",
+            help="only the first id of a gt sequence is the target (e.g. a candidate sequence)",
+        )
+        parser.add_argument("--top_k", default="1,5,10,50", help="comma-separated K values")
+        parser.add_argument(
+            "--index_type", default="flat", choices=["flat", "ivf"], help="faiss index"
+        )
+        parser.add_argument("--nlist", type=int, default=0, help="IVF lists (default: ~sqrt(n))")
+        parser.add_argument("--nprobe", type=int, default=8, help="IVF lists searched")
+        parser.add_argument("--batch_size", type=int, default=1024, help="rows per batch")
+        parser.add_argument("--output_path", default=None, help="write the metrics as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Embed items and users, search, report."""
+        from tzrec.export.retrieval import evaluate_retrieval
+
+        try:
+            ks = sorted({int(k) for k in args.top_k.split(",") if k.strip()})
+        except ValueError:
+            raise ConfigError(
+                f"--top_k: expected comma-separated integers, got {args.top_k!r}"
+            ) from None
+        if not ks or ks[0] <= 0:
+            raise ConfigError(f"--top_k: K values must be positive, got {args.top_k!r}")
+        result = evaluate_retrieval(
+            args.export_dir,
+            args.item_input_path,
+            args.eval_input_path,
+            args.item_id_field,
+            args.gt_field,
+            ks,
+            index_type=args.index_type,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            batch_size=args.batch_size,
+            gt_delim=args.gt_delim,
+            gt_first_only=args.gt_first_only,
+            output_path=args.output_path,
+        )
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+        print(
+            f"tzrec eval-retrieval: {result['users']} users, {result['items']} items, "
+            f"{result['index']} index: {metrics}"
+        )
+        return 0

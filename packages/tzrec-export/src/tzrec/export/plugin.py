@@ -7,9 +7,10 @@ _COMMANDS = "tzrec.export.commands"
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """``tzrec export`` and ``tzrec predict``."""
+    """``tzrec export``, ``tzrec predict`` and ``tzrec eval-retrieval``."""
     register("export", f"{_COMMANDS}:ExportCommand")
     register("predict", f"{_COMMANDS}:PredictCommand")
+    register("eval-retrieval", f"{_COMMANDS}:EvalRetrievalCommand")
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from tzrec.kernels.jagged import (
     jagged_to_padded_dense,
     split_2d_jagged,
 )
-from tzrec.kernels.kernel import Kernel, resolve_kernel, to_kernel
+from tzrec.kernels.kernel import Kernel, is_tracing, resolve_kernel, to_kernel
 from tzrec.kernels.norm import group_norm, layer_norm
 from tzrec.kernels.position import (
     add_timestamp_positional_embeddings,
@@ -30,6 +30,7 @@ __all__ = [
     "group_norm",
     "hstu_attention_mask",
     "hstu_mha",
+    "is_tracing",
     "jagged_last",
     "jagged_to_padded_dense",
     "layer_norm",

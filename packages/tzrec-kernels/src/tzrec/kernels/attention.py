@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tzrec.kernels.kernel import Kernel, resolve_kernel
+from tzrec.kernels.kernel import Kernel, is_tracing, resolve_kernel
 
 # Filled into masked scores: silu(x) and silu'(x) are exactly 0 there.
 _MASKED_SCORE = -1.0e4
@@ -321,6 +321,21 @@ def hstu_mha(
             seq_offsets,
             causal=causal,
             dropout_pr=pr,
+            num_targets=num_targets,
+            max_attn_len=max_attn_len,
+            contextual_seq_len=contextual_seq_len,
+        )
+    if is_tracing():
+        # export/trace: the padded reference has no per-row Python loop, so one graph
+        # serves every batch; max_seq_len must then be a static bound, not data
+        return padded_hstu_mha(
+            max_seq_len,
+            alpha,
+            q,
+            k,
+            v,
+            seq_offsets,
+            causal=causal,
             num_targets=num_targets,
             max_attn_len=max_attn_len,
             contextual_seq_len=contextual_seq_len,

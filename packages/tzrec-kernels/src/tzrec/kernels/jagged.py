@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from tzrec.kernels.kernel import Kernel, resolve_kernel
+from tzrec.kernels.kernel import Kernel, is_tracing, resolve_kernel
 
 try:  # fbgemm's CPU/GPU jagged ops, used by the PYTORCH path where present
     import fbgemm_gpu  # noqa: F401
@@ -24,8 +24,8 @@ _FBGEMM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _use_fbgemm(t: torch.Tensor) -> bool:
-    """Whether fbgemm's jagged op can take `t` (installed and dtype supported)."""
-    return _HAS_FBGEMM and t.dtype in _FBGEMM_DTYPES
+    """Whether fbgemm's jagged op can take `t` (installed, dtype supported, not exporting)."""
+    return _HAS_FBGEMM and t.dtype in _FBGEMM_DTYPES and not is_tracing()
 
 
 def _row_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
@@ -180,9 +180,9 @@ def jagged_last(
         out = triton_jagged_last(_as_2d(values), offsets, default)
         return out.view(batch, *dim)
     lengths = offsets[1:] - offsets[:-1]
-    fill = values.new_zeros(dim) if default is None else default
-    if values.shape[0] == 0:
-        return fill.expand(batch, *dim).clone()
-    last = values.index_select(0, (offsets[1:] - 1).clamp(min=0))
-    nonempty = (lengths > 0).view(batch, *([1] * len(dim)))
-    return torch.where(nonempty, last, fill)
+    fill = values.new_zeros(dim) if default is None else default.to(values.dtype)
+    # the fill row sits after the values; empty rows index it (no branch on sizes, so
+    # the same graph serves batches whose rows are all empty)
+    padded = torch.cat([values, fill.unsqueeze(0)], dim=0)
+    index = torch.where(lengths > 0, offsets[1:] - 1, torch.full_like(lengths, values.shape[0]))
+    return padded.index_select(0, index)

@@ -47,6 +47,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def is_tracing() -> bool:
+    """Whether the code runs under ``torch.export``/``torch.compile`` or ``torch.jit.trace``.
+
+    Export artefacts must not depend on Triton or fbgemm, nor on Python control flow over
+    tensor values, so ops take their pure-PyTorch, shape-generic path while tracing.
+    """
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def to_kernel(kernel: Kernel | int | str) -> Kernel:
     """Convert a config value (enum, int or name such as "TRITON") to `Kernel`."""
     if isinstance(kernel, Kernel):
@@ -64,14 +73,15 @@ def to_kernel(kernel: Kernel | int | str) -> Kernel:
 def resolve_kernel(kernel: Kernel | int | str, device: torch.device | None = None) -> Kernel:
     """Return the kernel that will actually run for a request on `device`.
 
-    `TRITON` runs when the Triton interpreter is enabled (`TRITON_INTERPRET=1`,
+    While tracing for export (:func:`is_tracing`) it is always `PYTORCH`. `TRITON` runs
+    when the Triton interpreter is enabled (`TRITON_INTERPRET=1`,
     tensors on CPU) or when the tensors live on a CUDA device; otherwise it
     degrades to `PYTORCH` with a warning logged once. `CUTLASS` is accepted
     for config compatibility and always degrades to `PYTORCH`.
     """
     kernel = to_kernel(kernel)
-    if kernel == Kernel.PYTORCH:
-        return kernel
+    if kernel == Kernel.PYTORCH or is_tracing():
+        return Kernel.PYTORCH
     if kernel == Kernel.CUTLASS:
         _warn_once(
             "cutlass",

@@ -41,11 +41,10 @@ def timestamp_position_buckets(
     )
     pos = torch.arange(total, device=timestamps.device) - seq_offsets[rows]
     pos_bucket = (lengths[rows] - 1 - pos).clamp(min=0, max=num_position_buckets - 1)
-    if query_time is None:
-        if total == 0:
-            query_time = timestamps.new_zeros(lengths.shape)
-        else:
-            query_time = timestamps[(seq_offsets[1:] - 1).clamp(min=0)]
+    if query_time is None:  # each row's last timestamp, 0 for empty rows (branch-free)
+        padded = torch.cat([timestamps, timestamps.new_zeros(1)])
+        last = torch.where(lengths > 0, seq_offsets[1:] - 1, torch.full_like(lengths, total))
+        query_time = padded[last]
     dt = (query_time[rows] - timestamps).to(torch.float64).clamp(min=1.0)
     scaled = torch.sqrt(dt) if time_bucket_fn == "sqrt" else torch.log(dt)
     time_bucket = torch.floor(scaled / time_bucket_divisor).long()

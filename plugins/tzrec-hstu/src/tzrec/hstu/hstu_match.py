@@ -28,7 +28,12 @@ from torch import nn
 from tzrec.core import plugins
 from tzrec.core.config import provided_by, which_oneof
 from tzrec.core.errors import ConfigError
-from tzrec.data import BaseFeature, Batch
+from tzrec.data import (
+    BaseFeature,
+    Batch,
+    create_features,
+    project_grouped_sequence_feature_to_scalar,
+)
 from tzrec.hstu.positional import HSTUPositionalEncoder
 from tzrec.hstu.preprocessors import (
     CONTEXTUAL,
@@ -38,7 +43,7 @@ from tzrec.hstu.preprocessors import (
     UIH_WATCHTIME,
 )
 from tzrec.hstu.stu import STUStack
-from tzrec.kernels import Kernel, jagged_last
+from tzrec.kernels import Kernel, is_tracing, jagged_last
 from tzrec.models.embedding import EmbeddingGroup
 from tzrec.models.models.match import MatchModel
 from tzrec.models.modules.mlp import MLP
@@ -136,6 +141,8 @@ class HSTUMatchUserTower(nn.Module):
         inputs = {UIH: grouped[f"{self.input}.sequence"]}
         for role in self.roles:
             inputs[role] = grouped[f"{role}.sequence"]
+            if is_tracing():  # exported graphs take aligned groups (one shared Dim)
+                continue
             if grouped[f"{role}.sequence_length"].shape != lengths.shape or not torch.equal(
                 grouped[f"{role}.sequence_length"], lengths
             ):
@@ -160,28 +167,149 @@ class HSTUMatchUserTower(nn.Module):
 
 
 class HSTUMatchItemTower(nn.Module):
-    """Item tower: MLP over the candidate sequence's item embeddings, (N, Ds) → (N, D).
+    """Item tower: MLP over item embeddings, (N, Ds) → (N, D), with two views.
+
+    Training view: the candidate JAGGED_SEQUENCE group (``<group>.sequence``, every row's
+    positive and sampled negatives, e.g. ``cand_seq__video_id``). Serving view
+    (``_is_inference``, set by ``set_is_inference`` before export): one item per row, read
+    as ``<group>.query`` from scalar features projected from the sequence sub-features
+    (``video_id``, same table and defaults), so the item tower exports against a
+    one-row-per-item table. ``features`` / ``feature_groups`` follow the view; the scalar
+    projection is built on first use and cached (the training features never change).
 
     Args:
         tower_config: a ``Tower`` message (``input``, ``mlp``).
         in_dim: width of a candidate's embedding.
+        features: the features of the candidate group (training view).
+        group: the candidate feature group config (training view).
     """
 
-    def __init__(self, tower_config: tower_pb2.Tower, in_dim: int) -> None:
+    def __init__(
+        self,
+        tower_config: tower_pb2.Tower,
+        in_dim: int,
+        features: Sequence[BaseFeature] = (),
+        group: model_pb2.FeatureGroupConfig | None = None,
+    ) -> None:
         super().__init__()
         self.input = tower_config.input
         self.mlp = (
             MLP.from_config(in_dim, tower_config.mlp) if tower_config.HasField("mlp") else None
         )
+        self._is_inference = False
+        self._features = list(features)
+        self._feature_groups = [group] if group is not None else []
+        self._features_scalar: list[BaseFeature] | None = None
+        self._feature_groups_scalar: list[model_pb2.FeatureGroupConfig] | None = None
+
+    @property
+    def features(self) -> list[BaseFeature]:
+        """The features the tower reads in the current view."""
+        if not self._is_inference:
+            return self._features
+        self._build_scalar_view()
+        assert self._features_scalar is not None
+        return self._features_scalar
+
+    @property
+    def feature_groups(self) -> list[model_pb2.FeatureGroupConfig]:
+        """The feature group the tower reads in the current view."""
+        if not self._is_inference:
+            return self._feature_groups
+        self._build_scalar_view()
+        assert self._feature_groups_scalar is not None
+        return self._feature_groups_scalar
+
+    def _build_scalar_view(self) -> None:
+        if self._features_scalar is not None:
+            return
+        scalar: list[BaseFeature] = []
+        names: list[str] = []
+        for f in self._features:
+            if f.is_grouped_sequence:
+                cfg = project_grouped_sequence_feature_to_scalar(f)
+                scalar.extend(create_features([cfg]))
+            elif f.is_sequence:
+                raise ConfigError(
+                    f"hstu_match item tower: feature '{f.name}' is a standalone sequence "
+                    "feature; the serving view projects only sub-features of a "
+                    "sequence_feature"
+                )
+            else:
+                scalar.append(f)
+        names = [f.name for f in scalar]
+        group = model_pb2.FeatureGroupConfig(
+            group_name=self.input, feature_names=names, group_type=model_pb2.JAGGED_SEQUENCE
+        )
+        self._features_scalar = scalar
+        self._feature_groups_scalar = [group]
 
     def output_dim(self, in_dim: int) -> int:
         """Width of the output."""
         return self.mlp.output_dim() if self.mlp is not None else in_dim
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(sum_candidates, D) candidate embeddings."""
-        x = grouped[f"{self.input}.sequence"].to(torch.float32)
+        """(rows, D) item embeddings: all candidates (training) or one item per row."""
+        key = f"{self.input}.query" if self._is_inference else f"{self.input}.sequence"
+        x = grouped[key].to(torch.float32)
         return self.mlp(x) if self.mlp is not None else x
+
+
+class _TowerView(nn.Module):
+    """One HSTUMatch tower as the exporter sees it: features, groups, ``tower_embedding``.
+
+    Built on demand by :meth:`HSTUMatch.export_towers` from the tower and its output
+    projection only (no embedding tables: those stay in the model's ``embedding_group``,
+    which :class:`~tzrec.export.wrappers.TowerWoEGWrapper` turns into serving lookups).
+    """
+
+    def __init__(
+        self,
+        tower: nn.Module,
+        output: nn.Module | None,
+        normalize: bool,
+        features: list[BaseFeature] | None = None,
+        feature_groups: list[model_pb2.FeatureGroupConfig] | None = None,
+        is_inference: bool = False,
+    ) -> None:
+        super().__init__()
+        self._is_inference = is_inference
+        self.tower = tower
+        self.output = output
+        self.normalize = normalize
+        self._fixed_features = features
+        self._fixed_groups = feature_groups
+
+    @property
+    def features(self) -> list[BaseFeature]:
+        """What the tower reads (the item tower's follow its view)."""
+        if self._fixed_features is not None:
+            return self._fixed_features
+        return self.tower.features
+
+    @property
+    def feature_groups(self) -> list[model_pb2.FeatureGroupConfig]:
+        """The groups the tower reads."""
+        if self._fixed_groups is not None:
+            return self._fixed_groups
+        return self.tower.feature_groups
+
+    def tower_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(rows, D) embeddings, projected and normalised as in training."""
+        return _project(self.tower(grouped), self.output, self.normalize)
+
+
+def _project(x: torch.Tensor, output: nn.Module | None, normalize: bool) -> torch.Tensor:
+    if output is not None:
+        x = output(x)
+    return F.normalize(x, p=2.0, dim=-1, eps=1e-6) if normalize else x
+
+
+def _group_feature_names(group: model_pb2.FeatureGroupConfig) -> list[str]:
+    names = list(group.feature_names)
+    for sg in group.sequence_groups:
+        names.extend(sg.feature_names)
+    return names
 
 
 def candidate_similarity(
@@ -262,7 +390,14 @@ class HSTUMatch(MatchModel):
         )
         self.user_tower.ascending = bool(cfg.sequence_timestamp_is_ascending)
         item_in = self.embedding_group.sequence_dim(item_group.group_name)
-        self.item_tower = HSTUMatchItemTower(cfg.item_tower, item_in)
+        item_names = set(_group_feature_names(item_group))
+        self.item_tower = HSTUMatchItemTower(
+            cfg.item_tower,
+            item_in,
+            [f for f in self._features if f.name in item_names],
+            item_group,
+        )
+        self.user_groups = [user_group, *role_groups.values()]
         user_dim = self.user_tower.embedding_dim
         item_dim = self.item_tower.output_dim(item_in)
         self.output_dim = int(cfg.output_dim)
@@ -282,25 +417,35 @@ class HSTUMatch(MatchModel):
 
     def user_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user embeddings."""
-        x = self.user_tower(grouped)
-        if self.user_output is not None:
-            x = self.user_output(x)
-        return F.normalize(x, p=2.0, dim=-1, eps=1e-6) if self.normalize else x
+        return _project(self.user_tower(grouped), self.user_output, self.normalize)
 
     def item_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(sum_candidates, D) item embeddings (L2-normalised only for COSINE)."""
-        x = self.item_tower(grouped)
-        if self.item_output is not None:
-            x = self.item_output(x)
-        return F.normalize(x, p=2.0, dim=-1, eps=1e-6) if self.normalize else x
+        return _project(self.item_tower(grouped), self.item_output, self.normalize)
+
+    def export_towers(self) -> dict[str, nn.Module]:
+        """``user_tower`` and ``item_tower`` (scalar view), reading ``embedding_group``."""
+        user_names = {n for g in self.user_groups for n in _group_feature_names(g)}
+        user = _TowerView(
+            self.user_tower,
+            self.user_output,
+            self.normalize,
+            [f for f in self._features if f.name in user_names],
+            list(self.user_groups),
+            is_inference=self._is_inference,
+        )
+        item = _TowerView(
+            self.item_tower, self.item_output, self.normalize, is_inference=self._is_inference
+        )
+        return {"user_tower": user, "item_tower": item}
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """User/item embeddings and the (B, 1 + num_neg) similarity / temperature."""
         grouped = self.embedding_group(batch)
         user_emb = self.user_embedding(grouped)
+        if self._is_inference:  # serving view: users only (items export via the item tower)
+            return {"user_emb": user_emb}
         item_emb = self.item_embedding(grouped)
-        if self._is_inference:
-            return {"user_emb": user_emb, "item_emb": item_emb}
         sim = candidate_similarity(
             user_emb,
             item_emb,

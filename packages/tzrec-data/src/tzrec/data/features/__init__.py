@@ -9,7 +9,10 @@ from tzrec.data.features.base import (
     SequenceSparseData,
     SparseData,
 )
-from tzrec.data.features.factory import create_features
+from tzrec.data.features.factory import (
+    create_features,
+    project_grouped_sequence_feature_to_scalar,
+)
 from tzrec.data.features.id_feature import IdFeature
 from tzrec.data.features.raw_feature import RawFeature
 
@@ -24,4 +27,5 @@ __all__ = [
     "SequenceSparseData",
     "SparseData",
     "create_features",
+    "project_grouped_sequence_feature_to_scalar",
 ]

@@ -82,3 +82,37 @@ def _add(features: list[BaseFeature], seen: dict[str, str], feat: BaseFeature, w
         )
     seen[feat.name] = where
     features.append(feat)
+
+
+def project_grouped_sequence_feature_to_scalar(feature: BaseFeature) -> Any:
+    """A top-level scalar ``FeatureConfig`` for one sub-feature of a ``sequence_feature``.
+
+    Serving views read one item per row (``video_id``) where training read the item inside
+    a sequence (``cand_seq__video_id``). The scalar keeps the sub-feature's bare name and
+    materialises what the sub-feature effectively used, so both parse and embed one item
+    alike: its embedding table (``embedding_name``, else the sub-feature's default
+    ``<sequence>__<name>_emb``), ``value_dim`` (1 for a sequence item unless set) and, for
+    ids, ``default_value`` ("0", a sequence item's id when empty, unless set). Values set
+    explicitly on the sub-feature are kept.
+
+    Raises:
+        ConfigError: ``feature`` is not a sub-feature of a ``sequence_feature``.
+    """
+    from tzrec.protos import feature_pb2
+
+    if not feature.is_grouped_sequence:
+        raise ConfigError(
+            f"feature '{feature.name}' is not a sub-feature of a sequence_feature; only "
+            "grouped sequence sub-features project to a scalar feature"
+        )
+    cfg = type(feature.config)()
+    cfg.CopyFrom(feature.config)
+    if hasattr(cfg, "embedding_name") and not cfg.embedding_name:
+        cfg.embedding_name = feature.embedding_name
+    if hasattr(cfg, "value_dim") and not cfg.HasField("value_dim"):
+        cfg.value_dim = feature.value_dim or 1
+    if feature.kind == "id_feature" and not cfg.default_value:
+        cfg.default_value = "0"
+    out = feature_pb2.FeatureConfig()
+    getattr(out, feature.kind).CopyFrom(cfg)
+    return out

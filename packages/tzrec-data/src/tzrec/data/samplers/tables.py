@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from tzrec.core.errors import DataError
 from tzrec.data import arrow_utils as au
+from tzrec.data.features.base import SEQ_SEP
 
 _TEXT_TYPES = {
     "int64": pa.int64(),
@@ -120,13 +121,19 @@ class NodeTable:
     @staticmethod
     def _split_attrs(table: pa.Table, path: str, attr_fields: list[str], delim: str):
         if "feature" not in table.column_names:
-            missing = [a for a in attr_fields if a not in table.column_names]
+            # a qualified candidate attribute (``cand_seq__video_id``) may be stored under
+            # its bare sub-feature name (``video_id``) in a one-row-per-item table
+            columns = {}
+            for a in attr_fields:
+                bare = a.split(SEQ_SEP, 1)[-1]
+                columns[a] = a if a in table.column_names else bare
+            missing = [a for a, c in columns.items() if c not in table.column_names]
             if missing:
                 raise DataError(
                     f"sampler table {path}: no 'feature' column and attribute columns "
                     f"{missing} are missing"
                 )
-            return {a: au.combine(table.column(a)) for a in attr_fields}
+            return {a: au.combine(table.column(c)) for a, c in columns.items()}
         feat = au.combine(table.column("feature")).cast(pa.string()).fill_null("")
         n = len(attr_fields)
         parts = pc.split_pattern(feat, delim, max_splits=n - 1) if n > 1 else None

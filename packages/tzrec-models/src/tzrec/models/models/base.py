@@ -85,11 +85,33 @@ class BaseModel(nn.Module):
             metric.reset()
 
     def set_is_inference(self, is_inference: bool) -> None:
-        """Switch to the export/serving view (applied before any export wrapper is built)."""
-        self._is_inference = is_inference
+        """Switch to the export/serving view (applied before any export wrapper is built).
+
+        Every submodule that has an ``_is_inference`` attribute gets the flag, so towers
+        with a separate serving view (HSTUMatch's scalar item tower) switch too.
+        """
         for module in self.modules():
-            if module is not self and isinstance(module, BaseModel):
+            if module is self or hasattr(module, "_is_inference"):
                 module._is_inference = is_inference
+
+    # -- export contract -------------------------------------------------------------------
+
+    def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Predictions from the embedding group's output (the part an exporter traces).
+
+        Models whose ``predict`` is ``dense_forward(self.embedding_group(batch))`` implement
+        this; in the inference view it must be traceable (no data-dependent Python).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not split sparse and dense")
+
+    def export_towers(self) -> dict[str, nn.Module]:
+        """Towers exported separately, by name (match models); empty: export the model whole.
+
+        A tower has ``features`` and ``feature_groups`` (what it reads, in the current
+        view) and ``tower_embedding(grouped) -> (rows, D)``; one that owns its tables also
+        has an ``embedding_group``.
+        """
+        return {}
 
     @property
     def is_inference(self) -> bool:

@@ -66,6 +66,13 @@ class MatchModel(BaseModel):
             metric.update(sim, target)
 
 
+def _group_features(group: model_pb2.FeatureGroupConfig) -> list[str]:
+    names = list(group.feature_names)
+    for seq_group in group.sequence_groups:
+        names.extend(seq_group.feature_names)
+    return names
+
+
 class MatchTower(nn.Module):
     """One tower: embedding group over its input group, MLP, optional output projection.
 
@@ -87,6 +94,9 @@ class MatchTower(nn.Module):
     ) -> None:
         super().__init__()
         self.group_name = group.group_name
+        self._is_inference = False
+        self.features = [f for f in features if f.name in set(_group_features(group))]
+        self.feature_groups = [group]
         self.embedding_group = EmbeddingGroup(features, [group])
         width = self.embedding_group.group_total_dim(self.group_name)
         self.mlp = (
@@ -98,7 +108,11 @@ class MatchTower(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The tower's embedding of each row of its data group."""
-        x = self.embedding_group(batch)[self.group_name]
+        return self.tower_embedding(self.embedding_group(batch))
+
+    def tower_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The tower's embedding from its embedding group's output (the exported part)."""
+        x = grouped[self.group_name]
         if self.mlp is not None:
             x = self.mlp(x)
         if self.output is not None:
@@ -141,6 +155,10 @@ class DSSM(MatchModel):
         if tower.mlp is not None:
             return tower.mlp.output_dim()
         return tower.embedding_group.group_total_dim(tower.group_name)
+
+    def export_towers(self) -> dict[str, nn.Module]:
+        """``user_tower`` and ``item_tower``, each exported with its own tables."""
+        return {"user_tower": self.user_tower, "item_tower": self.item_tower}
 
     def user_tower_dim(self) -> int:
         """Width of the user embedding."""

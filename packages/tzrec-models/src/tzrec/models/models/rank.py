@@ -91,7 +91,10 @@ class MultiTower(RankModel):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Tower outputs -> final MLP -> logits."""
-        grouped = self.embedding_group(batch)
+        return self.dense_forward(self.embedding_group(batch))
+
+    def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tower outputs -> final MLP -> logits, from grouped embeddings."""
         parts = [tower(grouped[name]) for name, tower in self.towers.items()]
         for name, encoder in self.din_towers.items():
             parts.append(

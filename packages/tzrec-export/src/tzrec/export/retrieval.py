@@ -1,0 +1,153 @@
+"""Retrieval evaluation of exported towers: faiss over item embeddings, HitRate/Recall@K.
+
+Items of ``item_input_path`` are embedded by ``<export_dir>/item_tower``; requests of
+``eval_input_path`` by ``<export_dir>/user_tower``. An inner-product faiss index (exact
+``IndexFlatIP`` or approximate ``IndexIVFFlat``) returns each request's top K items, which
+are compared with its ground-truth ids (``gt_field``):
+
+- HitRate@K: share of requests with at least one ground-truth item in the top K;
+- Recall@K: mean over requests of |top K ∩ ground truth| / |ground truth|.
+
+Requests without ground truth are skipped and counted. Embeddings of COSINE models are
+unit-length, so inner product ranks as cosine similarity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tzrec.core.errors import ConfigError, DataError
+from tzrec.export.artifact import load_exported
+from tzrec.export.predict import iter_predictions
+
+logger = logging.getLogger(__name__)
+
+
+def _embed(path: Path, input_path: str, column: str, batch_size: int) -> tuple[list, np.ndarray]:
+    model = load_exported(path)
+    emb_name = [o for o in model.outputs if o.endswith("_emb")]
+    if not emb_name:
+        raise ConfigError(f"{path}: outputs {model.outputs} hold no '<tower>_emb' embedding")
+    keys: list = []
+    chunks: list[np.ndarray] = []
+    for reserves, preds, _ in iter_predictions(model, input_path, [column], batch_size):
+        keys.extend(reserves.column(column).to_pylist())
+        chunks.append(preds[emb_name[0]].detach().float().numpy())
+    if not chunks:
+        raise DataError(f"{input_path}: no rows")
+    return keys, np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+def _ground_truth(value: Any, delim: str | None, first_only: bool) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parts = value.split(delim) if delim else re.split(r"[;,|\x1d\x03]", value)
+        ids = [int(p) for p in parts if p.strip()]
+    elif isinstance(value, list | tuple):
+        ids = [int(v) for v in value if v is not None]
+    else:
+        ids = [int(value)]
+    return ids[:1] if first_only else ids
+
+
+def build_index(items: np.ndarray, index_type: str, nlist: int = 0, nprobe: int = 8) -> Any:
+    """An inner-product faiss index over ``items`` (flat: exact; ivf: approximate)."""
+    import faiss
+
+    dim = items.shape[1]
+    if index_type == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif index_type == "ivf":
+        nlist = nlist or max(1, int(math.sqrt(len(items))))
+        nlist = min(nlist, len(items))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(items)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        raise ConfigError(f"--index_type {index_type!r}: expected flat or ivf")
+    index.add(items)
+    return index
+
+
+def retrieval_metrics(
+    retrieved: np.ndarray, truths: list[list[int]], ks: list[int]
+) -> dict[str, float]:
+    """HitRate@K and Recall@K of retrieved ids (n, max K) against ground-truth id lists."""
+    hits = {k: 0.0 for k in ks}
+    recalls = {k: 0.0 for k in ks}
+    for row, truth in zip(retrieved, truths, strict=True):
+        gt = set(truth)
+        for k in ks:
+            found = len(gt.intersection(row[:k].tolist()))
+            hits[k] += 1.0 if found else 0.0
+            recalls[k] += found / len(gt)
+    n = max(len(truths), 1)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"hitrate@{k}"] = hits[k] / n
+        out[f"recall@{k}"] = recalls[k] / n
+    return out
+
+
+def evaluate_retrieval(
+    export_dir: str,
+    item_input_path: str,
+    eval_input_path: str,
+    item_id_field: str,
+    gt_field: str,
+    ks: list[int],
+    index_type: str = "flat",
+    nlist: int = 0,
+    nprobe: int = 8,
+    batch_size: int = 1024,
+    gt_delim: str | None = None,
+    gt_first_only: bool = False,
+    output_path: str | None = None,
+) -> dict[str, Any]:
+    """Embed, index, search and score (module doc); optionally write the result as JSON."""
+    root = Path(export_dir)
+    for tower in ("user_tower", "item_tower"):
+        if not (root / tower).is_dir():
+            raise ConfigError(f"--export_dir {root}: no {tower}/ (export a match model first)")
+    item_ids, items = _embed(root / "item_tower", item_input_path, item_id_field, batch_size)
+    try:
+        ids = np.asarray([int(i) for i in item_ids], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{item_input_path}: column '{item_id_field}' must hold integer ids"
+        ) from None
+    gts, users = _embed(root / "user_tower", eval_input_path, gt_field, batch_size)
+    truths = [_ground_truth(v, gt_delim, gt_first_only) for v in gts]
+    keep = [i for i, t in enumerate(truths) if t]
+    skipped = len(truths) - len(keep)
+    if skipped:
+        logger.warning("%s: %d requests without ground truth skipped", eval_input_path, skipped)
+    if not keep:
+        raise DataError(f"{eval_input_path}: column '{gt_field}' holds no ground-truth ids")
+    index = build_index(items, index_type, nlist, nprobe)
+    k_max = min(max(ks), len(ids))
+    _, pos = index.search(users[keep], k_max)
+    retrieved = np.where(pos >= 0, ids[np.clip(pos, 0, None)], -1)
+    metrics = retrieval_metrics(retrieved, [truths[i] for i in keep], ks)
+    result = {
+        "users": len(keep),
+        "users_skipped": skipped,
+        "items": len(ids),
+        "index": index_type,
+        "metrics": metrics,
+    }
+    if output_path:
+        Path(output_path).write_text(json.dumps(result, indent=2))
+    return result
+
+
+__all__ = ["build_index", "evaluate_retrieval", "retrieval_metrics"]

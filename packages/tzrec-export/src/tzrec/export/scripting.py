@@ -1,0 +1,59 @@
+"""TorchScript/AOT compilation of an :class:`~tzrec.export.wrappers.ExportModule`.
+
+TorchScript (default): the sparse part is compiled with ``torch.jit.script`` (its padding
+depends on the data), the dense part is traced with ``torch.jit.trace`` (model code is
+written trace-safe: no Python branching on tensor values in the serving view), and both are
+joined in one scripted module, ``scripted_model.pt``.
+
+AOT: the sparse part as above (``scripted_sparse_model.pt``); the dense part through
+``torch.export`` with dynamic shapes from :mod:`tzrec.export.dims`, saved as
+``aot_dense_model.pt2`` (``torch.export.save``).
+"""
+
+import warnings
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from tzrec.export.dims import dynamic_shapes
+
+
+class ScriptedPipeline(nn.Module):
+    """``dense(sparse(inputs))`` over compiled parts (scripted as a whole)."""
+
+    def __init__(self, sparse: nn.Module, dense: nn.Module) -> None:
+        super().__init__()
+        self.sparse = sparse
+        self.dense = dense
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Outputs for one batch of feature tensors."""
+        return self.dense(self.sparse(inputs))
+
+
+def script_sparse(module: Any) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` of the serving lookups."""
+    return torch.jit.script(module.sparse)
+
+
+def trace_dense(module: Any, grouped: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
+    """``torch.jit.trace`` of the dense part on one batch of grouped embeddings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.trace(module.dense, (grouped,), strict=False, check_trace=False)
+
+
+def to_torchscript(module: Any, grouped: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
+    """One scripted module: scripted lookups feeding the traced dense part."""
+    return torch.jit.script(ScriptedPipeline(script_sparse(module), trace_dense(module, grouped)))
+
+
+def export_dense(module: Any, grouped: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
+    """``torch.export`` of the dense part, sequence groups sharing Dims (see dims)."""
+    shapes = dynamic_shapes(grouped, module.features, module.feature_groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(
+            module.dense, (dict(grouped),), dynamic_shapes=(shapes,), strict=False
+        )

@@ -1,0 +1,168 @@
+"""What gets exported: a serving module = sparse lookups + the model's dense part.
+
+Every wrapper is an :class:`ExportModule`: ``sparse`` (an
+:class:`~tzrec.models.inference.InferenceEmbeddingGroup`, feature tensors → grouped
+embeddings, compiled with ``torch.jit.script``) and ``dense`` (grouped embeddings → named
+outputs, traced). Three wrappers, as upstream:
+
+- :class:`ModelWrapper`: a whole model (rank models), ``dense`` calls ``dense_forward``;
+- :class:`TowerWrapper`: a tower that owns its embedding group (DSSM), output
+  ``<tower_name>_emb``;
+- :class:`TowerWoEGWrapper`: a tower whose tables live in the model's shared embedding
+  group (HSTUMatch), output ``<tower_name>_emb``.
+
+``set_is_inference(True)`` must run on the model before any wrapper is built (a tower's
+features and groups can depend on it); wrappers check and refuse otherwise. The ``dense``
+part never holds embedding tables, loss or metric modules.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tzrec.core.errors import ConfigError
+from tzrec.data import BaseFeature
+from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.inference import InferenceEmbeddingGroup
+from tzrec.protos import model_pb2
+
+_NOT_DENSE = ("embedding_group", "_loss_modules", "_metric_modules")
+
+
+def dense_only(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` without its tables, losses and metrics (shared weights)."""
+    clone = copy.copy(module)
+    clone._modules = {k: v for k, v in module._modules.items() if k not in _NOT_DENSE}
+    return clone
+
+
+def require_inference(module: nn.Module, wrapper: str) -> None:
+    """Refuse to wrap a module whose serving view is not switched on.
+
+    Raises:
+        ConfigError: some submodule with an ``_is_inference`` flag has it False.
+    """
+    flags = [m._is_inference for m in module.modules() if hasattr(m, "_is_inference")]
+    if flags and not all(flags):
+        raise ConfigError(
+            f"{wrapper} needs model.set_is_inference(True) before wrapping: the serving "
+            "view decides which features a tower reads"
+        )
+
+
+def _group_features(
+    features: Sequence[BaseFeature], groups: Sequence[model_pb2.FeatureGroupConfig]
+) -> list[BaseFeature]:
+    names: set[str] = set()
+    for g in groups:
+        names.update(g.feature_names)
+        for sg in g.sequence_groups:
+            names.update(sg.feature_names)
+    return [f for f in features if f.name in names]
+
+
+class _DenseModel(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = dense_only(model)
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.dense_forward(grouped)
+
+
+class _DenseTower(nn.Module):
+    def __init__(self, tower: nn.Module, output_name: str) -> None:
+        super().__init__()
+        self.tower = dense_only(tower)
+        self.output_name = output_name
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {self.output_name: self.tower.tower_embedding(grouped)}
+
+
+class ExportModule(nn.Module):
+    """``dense(sparse(inputs))``: feature tensors in, named outputs out.
+
+    Attributes:
+        name: ``""`` for a whole model, else the tower name (the export sub-directory).
+        sparse: serving lookups (TorchScript-compilable).
+        dense: grouped embeddings → outputs (traced for export).
+        features: the features whose tensors ``forward`` reads.
+        feature_groups: the groups ``sparse`` produces.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sparse: InferenceEmbeddingGroup,
+        dense: nn.Module,
+        feature_groups: Sequence[model_pb2.FeatureGroupConfig],
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.sparse = sparse
+        self.dense = dense
+        self.features = list(sparse.input_features)
+        self.feature_groups = list(feature_groups)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs for one batch of feature tensors."""
+        return self.dense(self.sparse(inputs))
+
+
+class ModelWrapper(ExportModule):
+    """A whole model (``predict`` = ``dense_forward(embedding_group(batch))``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        require_inference(model, "ModelWrapper")
+        eg: EmbeddingGroup = model.embedding_group
+        groups = [model._group(name) for name in eg.group_names()]
+        features = _group_features(model._features, groups)
+        sparse = InferenceEmbeddingGroup.from_embedding_group(eg, features, groups)
+        super().__init__("", sparse, _DenseModel(model), groups)
+
+
+class TowerWrapper(ExportModule):
+    """A tower with its own ``embedding_group``; output ``<tower_name>_emb``."""
+
+    def __init__(self, tower: nn.Module, tower_name: str) -> None:
+        require_inference(tower, "TowerWrapper")
+        groups = list(tower.feature_groups)
+        sparse = InferenceEmbeddingGroup.from_embedding_group(
+            tower.embedding_group, tower.features, groups
+        )
+        super().__init__(tower_name, sparse, _DenseTower(tower, f"{tower_name}_emb"), groups)
+
+
+class TowerWoEGWrapper(ExportModule):
+    """A tower reading the model's shared ``embedding_group``; output ``<tower_name>_emb``.
+
+    The serving lookups are built from the tower's current ``features`` /
+    ``feature_groups`` (its serving view), with the shared group's trained tables.
+    """
+
+    def __init__(self, tower: nn.Module, tower_name: str, embedding_group: EmbeddingGroup):
+        require_inference(tower, "TowerWoEGWrapper")
+        groups = list(tower.feature_groups)
+        sparse = InferenceEmbeddingGroup.from_embedding_group(
+            embedding_group, tower.features, groups
+        )
+        super().__init__(tower_name, sparse, _DenseTower(tower, f"{tower_name}_emb"), groups)
+
+
+def export_modules(model: nn.Module) -> list[ExportModule]:
+    """The serving modules of a model: one per tower for match models, else one."""
+    towers = model.export_towers()
+    if not towers:
+        return [ModelWrapper(model)]
+    out: list[ExportModule] = []
+    for name, tower in towers.items():
+        if isinstance(getattr(tower, "embedding_group", None), EmbeddingGroup):
+            out.append(TowerWrapper(tower, name))
+        else:
+            out.append(TowerWoEGWrapper(tower, name, model.embedding_group))
+    return out
