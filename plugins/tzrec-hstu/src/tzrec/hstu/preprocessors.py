@@ -388,6 +388,7 @@ class ContextualPreprocessor(nn.Module):
         """
         uih = inputs[UIH].to(torch.float32)
         candidates = inputs.get(CANDIDATE)
+        with_candidates = candidates is not None and candidate_lengths is not None
         if candidates is None or candidate_lengths is None:
             candidates = uih.new_zeros(0, self.candidate_dim or self.uih_dim)
             candidate_lengths = torch.zeros_like(uih_lengths)
@@ -413,7 +414,7 @@ class ContextualPreprocessor(nn.Module):
         )
         cand_ts = (
             inputs[CANDIDATE_TIMESTAMP].reshape(-1).to(torch.int64)
-            if self.uses_candidate_timestamps and CANDIDATE_TIMESTAMP in inputs
+            if with_candidates and self.uses_candidate_timestamps and CANDIDATE_TIMESTAMP in inputs
             else torch.zeros(cand.shape[0], dtype=torch.int64, device=cand.device)
         )
         x, offsets = concat_2d_jagged(hist, uih_offsets, cand, cand_offsets)

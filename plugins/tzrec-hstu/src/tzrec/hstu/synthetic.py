@@ -18,10 +18,11 @@ For DlrmHSTU (ranking), :func:`write_dlrm_hstu_data` writes one row per request 
 layout of ``docs/examples/dlrm_hstu_kuairand.config``: the same history columns, several
 candidates per row (``cand_seq__video_id``, ``cand_seq__query_time``) and their labels
 ``cand_seq__action_weight`` (bitmask: 1 click, 2 like, 4 follow) and
-``cand_seq__watch_time``. Planted structure: a user clicks items of their home cluster far
-more often than others, and likes clicked items that are "likeable" (``(i // clusters) % 3
-== 0``); the home cluster shows in the user's history and user id. Random scoring gives
-AUC 0.5.
+``cand_seq__watch_time``. Planted structure: a user clicks items of their home cluster
+(``user_id % clusters``, which also shows in ``user_active_degree`` and in the history) far
+more often than others, and "popular" items (``(i // clusters) % 2 == 0``) more often than
+the rest; they like clicked items that are "likeable" (``(i // clusters) % 3 == 0``).
+Random scoring gives AUC 0.5.
 
 Usage::
 
@@ -150,7 +151,8 @@ def _candidate_actions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Action bitmasks and watch times (seconds) of items shown to a user of cluster home."""
     at_home = (items % clusters) == home
-    clicked = rng.random(items.shape[0]) < np.where(at_home, 0.85, 0.1)
+    popular = ((items // clusters) % 2) == 0
+    clicked = rng.random(items.shape[0]) < 0.05 + 0.55 * at_home + 0.3 * popular
     likeable = ((items // clusters) % 3) == 0
     liked = clicked & (rng.random(items.shape[0]) < np.where(likeable, 0.8, 0.05))
     follow = rng.random(items.shape[0]) < 0.05
@@ -227,9 +229,9 @@ def write_dlrm_hstu_data(
     out_dir: Path,
     num_rows: int = 4000,
     num_eval_rows: int = 1000,
-    num_users: int = 300,
-    num_items: int = 600,
-    clusters: int = 6,
+    num_users: int = 200,
+    num_items: int = 240,
+    clusters: int = 4,
     max_history: int = 16,
     max_candidates: int = 6,
     empty_fraction: float = 0.05,
