@@ -51,6 +51,19 @@ def write_dssm_data(
         f.write("id:int64\tweight:float\tfeature:string\n")
         for i in range(num_items):
             f.write(f"{i}\t1.0\t{i}\x02{i % clusters}\x02b{i % 13}\n")
+    # the same items one per row with the item tower's columns (export, retrieval eval)
+    paths["item_table"] = str(out_dir / "dssm_item_table.parquet")
+    ids = np.arange(num_items, dtype=np.int64)
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": ids,
+                "cate_id": [str(i % clusters) for i in ids],
+                "brand": [f"b{i % 13}" for i in ids],
+            }
+        ),
+        paths["item_table"],
+    )
     return paths
 
 

@@ -172,17 +172,28 @@ def test_bad_configs_fail_before_training_with_one_line(
     assert not list(model_dir.glob("model.ckpt-*"))
 
 
-def test_tzrec_run_trains_evaluates_then_reaches_the_exporter(dssm_data, tmp_path, capsys):
+def test_tzrec_run_trains_evaluates_then_exports(dssm_data, tmp_path, capsys):
     model_dir = tmp_path / "model"
     edits = dssm_edits(dssm_data, model_dir, **{"train_config.num_steps": 10})
     rc = main(["run", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits])
-    out, err = capsys.readouterr()
+    out, _ = capsys.readouterr()
+    assert rc == 0
     assert "tzrec train: eval recall@1=" in out
     assert (model_dir / "model.ckpt-10" / "done").is_file()
     assert len(results(model_dir)) == 1
-    # the export engine lands with the export issue; until then run says so, exit code 3
-    assert rc == 3
-    assert "export engine is not built yet" in err.strip().splitlines()[-1]
+    export = model_dir / "export"
+    assert f"tzrec run: exported to {export}" in out
+    for tower in ("user_tower", "item_tower"):
+        meta = json.loads((export / tower / "model_meta.json").read_text())
+        assert meta["outputs"] == [f"{tower}_emb"]
+        assert meta["checkpoint"].endswith("model.ckpt-10")
+        assert meta["parity_max_abs_diff"] <= 1e-5
+        assert (export / tower / "scripted_model.pt").is_file()
+    # a second run continues training and replaces the export
+    edits = dssm_edits(dssm_data, model_dir, **{"train_config.num_steps": 12})
+    assert main(["run", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits]) == 0
+    meta = json.loads((export / "user_tower" / "model_meta.json").read_text())
+    assert meta["checkpoint"].endswith("model.ckpt-12")
 
 
 def test_fine_tune_loads_matching_weights_and_reports_the_rest(dssm_data, tmp_path, caplog):

@@ -101,6 +101,7 @@ def load_trained_model(
         ConfigError: the checkpoint was written by a model of another shape/config.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     from tzrec.core.engine.trainer import STATE_DIR, TrainWrapper, build_model, dataset_class
 
@@ -111,7 +112,7 @@ def load_trained_model(
     state = {"model": wrapper.state_dict()}
     try:
         dcp.load(state, checkpoint_id=str(checkpoint / STATE_DIR), no_dist=True)
-    except Exception as e:
+    except (Exception, CheckpointException) as e:  # the latter is a BaseException
         raise ConfigError(
             f"{checkpoint}: checkpoint does not match this model ({type(e).__name__}: "
             f"{' '.join(str(e).split())[:300]}); was it trained with a different config?"

@@ -371,6 +371,7 @@ class Engine:
     def restore(self, path: Path, with_optimizer: bool = True) -> TrainState:
         """Load model (and optimizer) tensors and the train state from a checkpoint."""
         import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException
 
         state = {"model": self.dmp.state_dict()}
         if with_optimizer and self.optimizer is not None:
@@ -378,7 +379,7 @@ class Engine:
             state["optimizer"] = self.optimizer.state_dict()
         try:
             dcp.load(state, checkpoint_id=str(path / STATE_DIR))
-        except Exception as e:
+        except (Exception, CheckpointException) as e:  # the latter is a BaseException
             raise ConfigError(
                 f"{path}: checkpoint does not match this model ({type(e).__name__}: "
                 f"{' '.join(str(e).split())[:300]}); was it trained with a different config?"

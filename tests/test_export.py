@@ -1,0 +1,305 @@
+"""`tzrec export` / `predict` / `eval-retrieval` end to end on DSSM and MultiTowerDIN."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from export_testing import assert_outputs_close, random_inputs
+from synthetic_data import write_din_data, write_dssm_data
+from tzrec_testing import REPO_ROOT
+
+from tzrec.core.cli import main
+from tzrec.core.config import load_pipeline_config
+from tzrec.core.engine.trainer import build_dataset
+from tzrec.export.artifact import load_exported
+from tzrec.export.exporter import load_trained_model, resolve_checkpoint
+from tzrec.export.wrappers import export_modules
+from tzrec.models.inference import InferenceEmbeddingGroup, inputs_from_batch
+
+DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"
+DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"
+
+
+def train(config: Path, edits: dict) -> None:
+    rc = main(["train", "--pipeline_config_path", str(config), "--edit_config_json", json.dumps(edits)])
+    assert rc == 0
+
+
+@pytest.fixture(scope="module")
+def dssm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dssm_export")
+    paths = write_dssm_data(root / "data")
+    model_dir = root / "model"
+    train(
+        DSSM,
+        {
+            "train_input_path": paths["train"],
+            "eval_input_path": paths["eval"],
+            "model_dir": str(model_dir),
+            "data_config.negative_sampler.input_path": paths["items"],
+            "data_config.negative_sampler.num_sample": 31,
+            "data_config.batch_size": 64,
+            "data_config.num_workers": 0,
+            "train_config.num_epochs": 3,
+        },
+    )
+    return paths, model_dir
+
+
+@pytest.fixture(scope="module")
+def din(tmp_path_factory):
+    root = tmp_path_factory.mktemp("din_export")
+    paths = write_din_data(root / "data", num_rows=600)
+    model_dir = root / "model"
+    train(
+        DIN,
+        {
+            "train_input_path": paths["train"],
+            "eval_input_path": paths["eval"],
+            "model_dir": str(model_dir),
+            "data_config.num_workers": 0,
+            "train_config.num_steps": 20,
+        },
+    )
+    return paths, model_dir
+
+
+def export(model_dir: Path, out: Path, *extra: str) -> int:
+    args = ["export", "--pipeline_config_path", str(model_dir / "pipeline.config")]
+    return main([*args, "--export_dir", str(out), *extra])
+
+
+def eval_batches(model_dir: Path, batch_size: int):
+    config = load_pipeline_config(str(model_dir / "pipeline.config"))
+    config.data_config.batch_size = batch_size
+    model, features = load_trained_model(config, resolve_checkpoint(config, None))
+    ds = build_dataset(config, features, config.eval_input_path, "eval")
+    return model, ds
+
+
+@pytest.mark.parametrize("aot", [False, True], ids=["torchscript", "aot"])
+def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot):
+    _, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out, *(["--aot"] if aot else [])) == 0
+    files = ["scripted_sparse_model.pt", "aot_dense_model.pt2"] if aot else ["scripted_model.pt"]
+    for tower in ("user_tower", "item_tower"):
+        for name in [*files, "pipeline.config", "model_meta.json"]:
+            assert (out / tower / name).is_file(), (tower, name)
+        meta = json.loads((out / tower / "model_meta.json").read_text())
+        assert meta["format"] == ("aot" if aot else "torchscript")
+        # the exported config reads only this tower's features, without the sampler
+        cfg = load_pipeline_config(str(out / tower / "pipeline.config"))
+        assert cfg.data_config.WhichOneof("sampler") is None
+        assert [f.id_feature.feature_name for f in cfg.feature_configs] == meta["features"]
+    assert json.loads((out / "user_tower" / "model_meta.json").read_text())["features"] == [
+        "user_id",
+        "age_level",
+    ]
+    user = load_exported(out / "user_tower")
+    item = load_exported(out / "item_tower")
+    # same batches through the eager (training) model and the artefacts; batch size 1 too
+    for batch_size in (1, 7):
+        model, ds = eval_batches(model_dir, batch_size)
+        model.set_is_inference(True)
+        batch = next(iter(ds.make_dataloader()))
+        with torch.no_grad():
+            eager = model.predict(batch)
+        users = user(inputs_from_batch(batch, model.user_tower.features))
+        items = item(inputs_from_batch(batch, model.item_tower.features))
+        assert users["user_tower_emb"].shape == (batch_size, 16)
+        assert_outputs_close({"e": eager["user_emb"]}, {"e": users["user_tower_emb"]})
+        # item rows: the batch's positives, then its sampled negatives
+        assert_outputs_close({"e": eager["item_emb"]}, {"e": items["item_tower_emb"]})
+
+
+def test_din_exports_one_model_that_matches_eager_including_empty_histories(din, tmp_path):
+    _, model_dir = din
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    assert (out / "scripted_model.pt").is_file()
+    meta = json.loads((out / "model_meta.json").read_text())
+    assert meta["tower"] == "" and set(meta["outputs"]) >= {"logits", "probs"}
+    artefact = load_exported(out)
+    model, ds = eval_batches(model_dir, 5)
+    model.set_is_inference(True)
+    batch = next(iter(ds.make_dataloader()))
+    with torch.no_grad():
+        eager = model.predict(batch)
+    got = artefact(inputs_from_batch(batch, model._features))
+    assert_outputs_close(eager, got)
+    # random rows: batch 1, histories of length 0, varied lengths (padded SEQUENCE groups)
+    (wrapper,) = export_modules(model)
+    for lengths in ([0], [3], [0, 2, 5], [1, 0, 0, 4]):
+        parents = {f.sequence_name or f.name for f in wrapper.features if f.is_sequence}
+        inputs = random_inputs(wrapper.features, {p: lengths for p in parents}, seed=len(lengths))
+        with torch.no_grad():
+            assert_outputs_close(wrapper(inputs), artefact(inputs))
+
+
+def test_serving_lookups_equal_the_training_embedding_group(din):
+    _, model_dir = din
+    model, ds = eval_batches(model_dir, 9)
+    batch = next(iter(ds.make_dataloader()))
+    groups = [model._group(n) for n in model.embedding_group.group_names()]
+    serving = InferenceEmbeddingGroup.from_embedding_group(
+        model.embedding_group, model._features, groups
+    )
+    scripted = torch.jit.script(serving)
+    inputs = inputs_from_batch(batch, serving.input_features)
+    with torch.no_grad():
+        expected = model.embedding_group(batch)
+        assert_outputs_close(expected, serving(inputs), atol=1e-6)
+        assert_outputs_close(expected, scripted(inputs), atol=1e-6)
+
+
+def test_predict_writes_every_row_with_reserved_columns(dssm, tmp_path, capsys):
+    paths, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    pred = tmp_path / "pred" / "users.parquet"
+    rc = main(
+        [
+            "predict",
+            "--scripted_model_path",
+            str(out / "user_tower"),
+            "--predict_input_path",
+            paths["eval"],
+            "--predict_output_path",
+            str(pred),
+            "--reserved_columns",
+            "user_id,clk",
+            "--batch_size",
+            "37",
+        ]
+    )
+    assert rc == 0
+    table = pq.read_table(pred)
+    source = pq.read_table(paths["eval"])
+    assert table.num_rows == source.num_rows
+    assert table.column_names == ["user_id", "clk", "user_tower_emb"]
+    assert table.column("user_id").to_pylist() == source.column("user_id").to_pylist()
+    emb = np.asarray(table.column("user_tower_emb").to_pylist())
+    assert emb.shape == (source.num_rows, 16)
+    assert np.isfinite(emb).all()
+    # rows of one user get one embedding, different users different ones
+    by_user = {}
+    for uid, e in zip(table.column("user_id").to_pylist(), emb, strict=True):
+        by_user.setdefault(uid, []).append(e)
+    assert all(np.allclose(es[0], e, atol=1e-6) for es in by_user.values() for e in es)
+    assert len({tuple(np.round(es[0], 4)) for es in by_user.values()}) > 1
+    assert f"{source.num_rows} rows in, {source.num_rows} rows out" in capsys.readouterr().out
+
+
+def test_eval_retrieval_reports_hitrate_and_recall_for_flat_and_ivf(dssm, tmp_path):
+    paths, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out, "--item_input_path", paths["item_table"]) == 0
+    results = {}
+    for index in ("flat", "ivf"):
+        result_file = tmp_path / f"{index}.json"
+        rc = main(
+            [
+                "eval-retrieval",
+                "--export_dir",
+                str(out),
+                "--item_input_path",
+                paths["item_table"],
+                "--eval_input_path",
+                paths["eval"],
+                "--item_id_field",
+                "item_id",
+                "--gt_field",
+                "item_id",
+                "--top_k",
+                "1,10,50",
+                "--index_type",
+                index,
+                "--nlist",
+                "8",
+                "--nprobe",
+                "8",
+                "--output_path",
+                str(result_file),
+            ]
+        )
+        assert rc == 0
+        results[index] = json.loads(result_file.read_text())
+    flat = results["flat"]
+    assert flat["items"] == 400 and flat["users"] == pq.read_table(paths["eval"]).num_rows
+    m = flat["metrics"]
+    assert m["hitrate@1"] <= m["hitrate@10"] <= m["hitrate@50"] <= 1.0
+    # one ground-truth item per request: recall equals hit rate
+    assert m["recall@10"] == pytest.approx(m["hitrate@10"])
+    # the planted clusters (8 of 50 items each) make top-50 far better than chance (50/400)
+    assert m["hitrate@50"] > 0.25, m
+    # IVF searching every list is exact
+    assert results["ivf"]["metrics"]["hitrate@50"] == pytest.approx(m["hitrate@50"])
+
+
+def test_retrieval_metrics_on_known_rankings():
+    from tzrec.export.retrieval import retrieval_metrics
+
+    retrieved = np.array([[3, 1, 2], [5, 6, 7]])
+    m = retrieval_metrics(retrieved, [[1, 9], [8]], [1, 2, 3])
+    assert m["hitrate@1"] == 0.0 and m["hitrate@2"] == 0.5
+    assert m["recall@2"] == pytest.approx(0.25) and m["recall@3"] == pytest.approx(0.25)
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_export_refuses_an_existing_dir_and_a_missing_checkpoint(dssm, tmp_path, capsys):
+    _, model_dir = dssm
+    out = tmp_path / "export"
+    out.mkdir()
+    assert export(model_dir, out) == 1
+    assert "already exists; pass --overwrite" in one_line_error(capsys)
+    args = ["export", "--pipeline_config_path", str(model_dir / "pipeline.config")]
+    rc = main([*args, "--export_dir", str(tmp_path / "x"), "--model_dir", str(tmp_path / "none")])
+    assert rc == 1
+    assert "no checkpoint to export; train first" in one_line_error(capsys)
+
+
+def test_export_with_a_different_config_is_one_line(dssm, tmp_path, capsys):
+    _, model_dir = dssm
+    edits = json.dumps({"model_config.dssm.user_tower.mlp.hidden_units": "[64, 16]"})
+    rc = main(
+        [
+            "export",
+            "--pipeline_config_path",
+            str(model_dir / "pipeline.config"),
+            "--edit_config_json",
+            edits,
+            "--export_dir",
+            str(tmp_path / "export"),
+        ]
+    )
+    assert rc == 1
+    line = one_line_error(capsys)
+    assert "checkpoint does not match this model" in line and "different config" in line
+    assert not (tmp_path / "export").exists()
+
+
+def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
+    paths, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2]}), bad)
+    args = ["predict", "--scripted_model_path", str(out / "user_tower")]
+    rc = main([*args, "--predict_input_path", str(bad), "--predict_output_path", str(tmp_path / "o.parquet")])
+    assert rc == 1
+    assert "age_level" in one_line_error(capsys)
+    # pointing predict at a match export's root names its towers
+    rc = main(["predict", "--scripted_model_path", str(out), "--predict_input_path", paths["eval"], "--predict_output_path", str(tmp_path / "o.parquet")])
+    assert rc == 1
+    assert "item_tower, user_tower" in one_line_error(capsys)
