@@ -75,7 +75,7 @@ def inputs_from_batch(batch: Batch, features: Sequence[BaseFeature]) -> dict[str
             if jt is None:
                 raise ConfigError(f"the batch has no values for sequence feature '{f.name}'")
             values = jt.values().to(torch.float32)
-            out[f"{f.name}.values"] = values.reshape(values.shape[0], -1)
+            out[f"{f.name}.values"] = values.unsqueeze(1) if values.dim() == 1 else values
             out[f"{f.name}.lengths"] = jt.lengths().to(torch.int64)
         else:
             value = dense.get(f.data_group, {}).get(f.name)
@@ -253,10 +253,10 @@ class InferenceEmbeddingGroup(nn.Module):
             seq_len[feature] = inputs[feature + ".lengths"].to(torch.int64)
         for feature in self.dense:
             value = inputs[feature].to(torch.float32)
-            emb[feature] = value.reshape(value.shape[0], -1)
+            emb[feature] = value.unsqueeze(1) if value.dim() == 1 else value
         for feature in self.seq_dense:
             value = inputs[feature + ".values"].to(torch.float32)
-            seq[feature] = value.reshape(value.shape[0], -1)
+            seq[feature] = value.unsqueeze(1) if value.dim() == 1 else value
             seq_len[feature] = inputs[feature + ".lengths"].to(torch.int64)
         result: Dict[str, torch.Tensor] = {}
         # layout: 0 flat (DEEP/WIDE), 1 padded sequence, 2 jagged sequence
