@@ -1,0 +1,95 @@
+"""Which sequence groups share a torch.export Dim, decided from group membership."""
+
+import torch
+from torch.export import Dim
+
+from tzrec.data import create_features
+from tzrec.export.dims import dynamic_shapes, sequence_share_keys
+from tzrec.protos import feature_pb2, model_pb2
+
+JAGGED, SEQUENCE, DEEP = model_pb2.JAGGED_SEQUENCE, model_pb2.SEQUENCE, model_pb2.DEEP
+
+
+def features():
+    configs = []
+    fc = feature_pb2.FeatureConfig()
+    seq = fc.sequence_feature
+    seq.sequence_name = "clicks"
+    seq.features.add().id_feature.feature_name = "item"
+    seq.features[0].id_feature.num_buckets = 10
+    seq.features.add().raw_feature.feature_name = "price"
+    seq.features[1].raw_feature.value_dim = 3  # three values per item: wider, not longer
+    configs.append(fc)
+    fc = feature_pb2.FeatureConfig()
+    fc.sequence_feature.sequence_name = "buys"
+    fc.sequence_feature.features.add().id_feature.feature_name = "item"
+    fc.sequence_feature.features[0].id_feature.num_buckets = 10
+    configs.append(fc)
+    fc = feature_pb2.FeatureConfig()
+    fc.sequence_id_feature.feature_name = "tags"
+    fc.sequence_id_feature.num_buckets = 5
+    configs.append(fc)
+    fc = feature_pb2.FeatureConfig()
+    fc.id_feature.feature_name = "user"
+    fc.id_feature.num_buckets = 5
+    configs.append(fc)
+    return create_features(configs)
+
+
+def group(name, names, gtype):
+    return model_pb2.FeatureGroupConfig(group_name=name, feature_names=names, group_type=gtype)
+
+
+def test_groups_of_one_sequence_share_and_others_do_not():
+    groups = [
+        group("click_items", ["clicks__item"], JAGGED),
+        group("click_prices", ["clicks__price"], JAGGED),
+        group("buys", ["buys__item"], JAGGED),
+        group("tags", ["tags"], SEQUENCE),
+        group("user", ["user"], DEEP),
+    ]
+    keys = sequence_share_keys(features(), groups)
+    assert keys == {"click_items": "clicks", "click_prices": "clicks", "buys": "buys", "tags": "tags"}
+
+
+def test_a_group_mixing_parents_ties_them_together_whatever_its_first_feature():
+    groups = [
+        group("buys", ["buys__item"], JAGGED),
+        group("tags", ["tags"], JAGGED),
+        # first feature from "tags", second from "buys": both parents must now share
+        group("mixed", ["tags", "buys__item"], JAGGED),
+        group("clicks", ["clicks__item", "clicks__price"], JAGGED),
+    ]
+    keys = sequence_share_keys(features(), groups)
+    assert keys["buys"] == keys["tags"] == keys["mixed"] == "buys+tags"
+    assert keys["clicks"] == "clicks"
+
+
+def test_a_scalar_view_of_a_sequence_group_has_no_sequence_axis():
+    groups = [group("candidate", ["user"], JAGGED)]
+    assert sequence_share_keys(features(), groups) == {}
+
+
+def test_dynamic_shapes_put_items_on_axis_0_and_lengths_on_axis_1():
+    groups = [
+        group("click_items", ["clicks__item"], JAGGED),
+        group("click_prices", ["clicks__price"], JAGGED),
+        group("tags", ["tags"], SEQUENCE),
+        group("user", ["user"], DEEP),
+    ]
+    grouped = {
+        "click_items.sequence": torch.zeros(7, 4),
+        "click_items.sequence_length": torch.zeros(3),
+        "click_prices.sequence": torch.zeros(7, 3),
+        "click_prices.sequence_length": torch.zeros(3),
+        "tags.sequence": torch.zeros(3, 5, 4),
+        "tags.sequence_length": torch.zeros(3),
+        "user": torch.zeros(3, 4),
+    }
+    spec = dynamic_shapes(grouped, features(), groups)
+    items = spec["click_items.sequence"][0]
+    assert spec["click_prices.sequence"][0] is items
+    assert isinstance(items, type(Dim("x")))
+    batch = spec["user"][0]
+    assert spec["tags.sequence"][0] is batch and spec["tags.sequence"][1] is not items
+    assert spec["click_items.sequence_length"] == {0: batch}
