@@ -314,3 +314,36 @@ def test_rows_longer_than_max_seq_len_are_a_data_error(rank_data):
     model, batch = model_and_batch(rank_data, short)
     with pytest.raises(DataError, match="max_seq_len is 7"):
         model.predict(batch)
+
+
+def test_inference_dense_forward_exports_with_dynamic_shapes(rank_data):
+    """The export contract: torch.export traces dense_forward, batch/sequence sizes dynamic."""
+    from torch.export import Dim
+
+    model, batch = model_and_batch(rank_data)
+    model.eval()
+    model.set_is_inference(True)
+    grouped = model.embedding_group(batch)
+
+    class Dense(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, grouped):
+            return self.inner.dense_forward(grouped)
+
+    rows, uih, cand = Dim("rows", min=2), Dim("uih", min=2), Dim("cand", min=2)
+    dims = {}
+    for key in grouped:
+        if key.endswith(".sequence"):
+            dims[key] = {0: cand if key.startswith("candidate") else uih}
+        else:
+            dims[key] = {0: rows}
+    program = torch.export.export(
+        Dense(model), (grouped,), dynamic_shapes={"grouped": dims}, strict=False
+    )
+    got = program.module()(grouped)
+    torch.testing.assert_close(
+        got["probs_is_click"], model.dense_forward(grouped)["probs_is_click"]
+    )
