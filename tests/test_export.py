@@ -25,7 +25,9 @@ DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"
 
 
 def train(config: Path, edits: dict) -> None:
-    rc = main(["train", "--pipeline_config_path", str(config), "--edit_config_json", json.dumps(edits)])
+    rc = main(
+        ["train", "--pipeline_config_path", str(config), "--edit_config_json", json.dumps(edits)]
+    )
     assert rc == 0
 
 
@@ -296,10 +298,28 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"user_id": [1, 2]}), bad)
     args = ["predict", "--scripted_model_path", str(out / "user_tower")]
-    rc = main([*args, "--predict_input_path", str(bad), "--predict_output_path", str(tmp_path / "o.parquet")])
+    rc = main(
+        [
+            *args,
+            "--predict_input_path",
+            str(bad),
+            "--predict_output_path",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     assert rc == 1
     assert "age_level" in one_line_error(capsys)
     # pointing predict at a match export's root names its towers
-    rc = main(["predict", "--scripted_model_path", str(out), "--predict_input_path", paths["eval"], "--predict_output_path", str(tmp_path / "o.parquet")])
+    rc = main(
+        [
+            "predict",
+            "--scripted_model_path",
+            str(out),
+            "--predict_input_path",
+            paths["eval"],
+            "--predict_output_path",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     assert rc == 1
     assert "item_tower, user_tower" in one_line_error(capsys)

@@ -49,7 +49,12 @@ def test_groups_of_one_sequence_share_and_others_do_not():
         group("user", ["user"], DEEP),
     ]
     keys = sequence_share_keys(features(), groups)
-    assert keys == {"click_items": "clicks", "click_prices": "clicks", "buys": "buys", "tags": "tags"}
+    assert keys == {
+        "click_items": "clicks",
+        "click_prices": "clicks",
+        "buys": "buys",
+        "tags": "tags",
+    }
 
 
 def test_a_group_mixing_parents_ties_them_together_whatever_its_first_feature():

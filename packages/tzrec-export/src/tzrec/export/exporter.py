@@ -268,7 +268,7 @@ def export_model(
                 raise type(e)(
                     f"exporting {module.name or 'the model'} from {source}: {e}{hint}"
                 ) from None
-            _write_artefact(module, cfg, inputs, target, aot, checkpoint)
+            write_artefact(module, cfg, inputs, target, aot, checkpoint)
             written.append(out_dir / module.name if module.name else out_dir)
         if asset_files:
             for asset in asset_files.split(","):
@@ -282,7 +282,7 @@ def export_model(
     return written
 
 
-def _write_artefact(
+def write_artefact(
     module: ExportModule,
     cfg: pipeline_pb2.EasyRecConfig,
     inputs: dict[str, torch.Tensor],
@@ -290,6 +290,7 @@ def _write_artefact(
     aot: bool,
     checkpoint: Path,
 ) -> None:
+    """Write one artefact (+ config, meta) into ``target`` and check it against eager."""
     label = module.name or "model"
     start = time.time()
     with torch.no_grad():
