@@ -38,7 +38,9 @@ def test_target_config_drops_the_sampler_and_keeps_only_the_artefacts_features()
 
     class Module:
         features = [f for f in create_features(cfg.feature_configs) if f.name == "item_id"]
-        feature_groups = [model_pb2.FeatureGroupConfig(group_name="item", feature_names=["item_id"])]
+        feature_groups = [
+            model_pb2.FeatureGroupConfig(group_name="item", feature_names=["item_id"])
+        ]
 
     out = target_config(cfg, Module())
     assert out.data_config.WhichOneof("sampler") is None
