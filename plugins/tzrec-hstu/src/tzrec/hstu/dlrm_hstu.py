@@ -127,6 +127,10 @@ def candidate_positions(
 class DlrmHSTU(BaseModel):
     """DlrmHSTU (``model_config.dlrm_hstu``): HSTU ranking, one prediction per candidate."""
 
+    #: predictions have one row per candidate of this group (exporters and ``tzrec predict``
+    #: gather each request's candidates back into one row)
+    per_candidate_group = CANDIDATE
+
     def __init__(
         self,
         model_config: model_pb2.ModelConfig,
