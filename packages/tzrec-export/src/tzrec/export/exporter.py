@@ -308,6 +308,7 @@ def write_artefact(
         "inputs": [n for f in module.features for n in feature_tensor_names(f)],
         "features": [f.name for f in module.features],
         "outputs": sorted(eager),
+        "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
     }
     (target / META_FILE).write_text(json.dumps(meta, indent=2))

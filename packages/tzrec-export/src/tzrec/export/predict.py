@@ -4,8 +4,9 @@ The input is read by the dataset the exported ``pipeline.config`` names (predict
 labels, no sampler), so it parses exactly as in training. Every output row holds the
 ``reserved_columns`` of its input row, then the model outputs (``output_columns``, default
 all): a 1-D output is a float column, a 2-D one (an embedding) a ``list<float>`` column.
-Rows the reader skips (malformed, with ``TZREC_DATA_BAD_ROWS=skip``) are counted and
-reported; every other row comes out, in input order per reader worker.
+Models that predict one row per candidate (DlrmHSTU) write each input row's candidates as
+one list. Rows the reader skips (malformed, with ``TZREC_DATA_BAD_ROWS=skip``) are counted
+and reported; every other row comes out, in input order per reader worker.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from tzrec.models.inference import inputs_from_batch
 logger = logging.getLogger(__name__)
 
 
-def output_array(value: torch.Tensor) -> pa.Array:
-    """An arrow column for one output: float for (B,), fixed-size list<float> for (B, D)."""
+def output_array(value: torch.Tensor, row_lengths: torch.Tensor | None = None) -> pa.Array:
+    """An arrow column for one output: float for (B,), fixed-size list<float> for (B, D).
+
+    With ``row_lengths`` (models predicting one row per candidate), the rows of each input
+    row are gathered into one list: ``list<float>`` / ``list<fixed_size_list<float>>``.
+    """
     arr = value.detach().to(torch.float32).cpu().numpy()
     if arr.ndim == 1:
-        return pa.array(arr)
-    flat = pa.array(np.ascontiguousarray(arr.reshape(-1)))
-    return pa.FixedSizeListArray.from_arrays(flat, int(np.prod(arr.shape[1:])))
+        out = pa.array(arr)
+    else:
+        flat = pa.array(np.ascontiguousarray(arr.reshape(-1)))
+        out = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(arr.shape[1:])))
+    if row_lengths is None:
+        return out
+    offsets = np.concatenate([[0], np.cumsum(row_lengths.numpy())]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), out)
 
 
 def iter_predictions(
@@ -44,7 +54,10 @@ def iter_predictions(
     num_workers: int | None = None,
     dataset_type: str | None = None,
 ) -> Any:
-    """Yield ``(reserves, outputs, dataset)`` per batch of ``input_path``.
+    """Yield ``(reserves, {output: (value, row_lengths)}, dataset)`` per batch.
+
+    ``row_lengths`` is None for one output row per input row, else each input row's number
+    of output rows (candidates).
 
     Raises:
         DataError: the input lacks a column the model reads (one line, the column named).
@@ -66,8 +79,15 @@ def iter_predictions(
             raise ConfigError(f"--dataset_type {dataset_type!r}: expected one of {names}") from None
     features = dataset_class(config).create_features(config.feature_configs, dc)
     ds = build_dataset(config, features, input_path, "predict", reserved_columns=reserved_columns)
+    row_lengths = model.meta.get("output_row_lengths")
     for batch in ds.make_dataloader():
-        yield batch.reserves, model(inputs_from_batch(batch, ds.features)), ds
+        inputs = inputs_from_batch(batch, ds.features)
+        outputs = model(inputs)
+        if row_lengths:  # one output row per candidate: keep each row's candidates
+            outputs = {k: (v, inputs[row_lengths]) for k, v in outputs.items()}
+        else:
+            outputs = {k: (v, None) for k, v in outputs.items()}
+        yield batch.reserves, outputs, ds
 
 
 def predict(
@@ -120,7 +140,8 @@ def predict(
             ds = dataset
             if max_steps is not None and step >= max_steps:
                 break
-            n = int(next(iter(preds.values())).shape[0])
+            value, lengths = next(iter(preds.values()))
+            n = int(value.shape[0] if lengths is None else lengths.shape[0])
             cols: dict[str, pa.Array] = {}
             if reserved:
                 if reserves is None or reserves.num_rows != n:
@@ -128,7 +149,7 @@ def predict(
                 for c in reserved:
                     cols[c] = reserves.column(c)
             for c in outputs:
-                cols[c] = output_array(preds[c])
+                cols[c] = output_array(*preds[c])
             table = pa.table(cols)
             if writer is None:
                 writer = pq.ParquetWriter(str(tmp), table.schema)

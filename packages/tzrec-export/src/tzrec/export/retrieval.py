@@ -39,7 +39,7 @@ def _embed(path: Path, input_path: str, column: str, batch_size: int) -> tuple[l
     chunks: list[np.ndarray] = []
     for reserves, preds, _ in iter_predictions(model, input_path, [column], batch_size):
         keys.extend(reserves.column(column).to_pylist())
-        chunks.append(preds[emb_name[0]].detach().float().numpy())
+        chunks.append(preds[emb_name[0]][0].detach().float().numpy())
     if not chunks:
         raise DataError(f"{input_path}: no rows")
     return keys, np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)

@@ -108,6 +108,7 @@ class ExportModule(nn.Module):
         self.dense = dense
         self.features = list(sparse.input_features)
         self.feature_groups = list(feature_groups)
+        self.output_row_lengths: str | None = None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Outputs for one batch of feature tensors."""
@@ -124,6 +125,14 @@ class ModelWrapper(ExportModule):
         features = _group_features(model._features, groups)
         sparse = InferenceEmbeddingGroup.from_embedding_group(eg, features, groups)
         super().__init__("", sparse, _DenseModel(model), groups)
+        #: input tensor holding each row's number of output rows (models that predict one
+        #: row per candidate, e.g. DlrmHSTU: ``per_candidate_group``); None: one per row
+        self.output_row_lengths: str | None = None
+        group = getattr(model, "per_candidate_group", None)
+        if group:
+            (config,) = [g for g in groups if g.group_name == group]
+            first = list(config.feature_names)[0]
+            self.output_row_lengths = f"{first}.lengths"
 
 
 class TowerWrapper(ExportModule):
