@@ -72,9 +72,7 @@ def test_dlrm_hstu_exports_as_one_model_with_per_candidate_rows(exported):
     assert meta["output_row_lengths"] == "cand_seq__video_id.lengths"
     assert meta["parity_max_abs_diff"] <= 1e-5
     keys = dims.sequence_share_keys(module.features, module.feature_groups)
-    assert {keys[g] for g in ("uih", "uih_action", "uih_watchtime", "uih_timestamp")} == {
-        "uih_seq"
-    }
+    assert {keys[g] for g in ("uih", "uih_action", "uih_watchtime", "uih_timestamp")} == {"uih_seq"}
     assert keys["candidate"] == keys["candidate_timestamp"] == "cand_seq"
 
 
