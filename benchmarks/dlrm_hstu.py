@@ -87,9 +87,6 @@ def main() -> None:
             args.candidates
         ),
     }
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = tzrec_main(
