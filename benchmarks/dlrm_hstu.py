@@ -19,12 +19,12 @@ import contextlib
 import io
 import json
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import median_ms
 
 from tzrec.core.cli import main as tzrec_main
 from tzrec.core.config import load_pipeline_config
@@ -42,18 +42,6 @@ from tzrec.models.inference import inputs_from_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "docs" / "examples" / "dlrm_hstu_kuairand.config"
-
-
-def median_ms(fn, repeats: int) -> float:
-    """Median wall time of ``fn`` in ms after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:

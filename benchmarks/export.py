@@ -20,13 +20,13 @@ Run it on a quiet machine: with 2 cores a concurrent process distorts every numb
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_ms
 
 from tzrec.core.config import load_pipeline_config
 from tzrec.core.engine.trainer import build_model
@@ -42,17 +42,6 @@ from tzrec.models.inference import inputs_from_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "hstu_match_kuairand.config"
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (TorchScript profiles its first runs)
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tzrec.data import BaseFeature
+from tzrec.models.embedding import group_feature_names
 from tzrec.protos import model_pb2
 
 _SEQ_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
@@ -59,7 +60,7 @@ def sequence_share_keys(
     for g in feature_groups:
         if g.group_type not in _SEQ_TYPES:
             continue
-        names = list(g.feature_names) + [n for sg in g.sequence_groups for n in sg.feature_names]
+        names = group_feature_names(g)
         parents = [_parent(by_name[n]) for n in names if n in by_name and by_name[n].is_sequence]
         if not parents:  # a scalar serving view of a sequence group: no sequence axis
             continue

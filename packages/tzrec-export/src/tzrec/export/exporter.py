@@ -60,12 +60,7 @@ def resolve_checkpoint(config: pipeline_pb2.EasyRecConfig, checkpoint_path: str 
     from tzrec.core.engine.checkpoint import CheckpointManager
 
     manager = CheckpointManager(config.model_dir, is_writer=False)
-    try:
-        path = manager.resolve(checkpoint_path)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from None
-    if path is None:
-        raise ConfigError(f"{config.model_dir}: no checkpoint to export; train first")
+    path = manager.require(checkpoint_path, "export")
     ec = config.export_config
     if checkpoint_path is None and ec.exporter_type == "best":
         best = _best_checkpoint(manager, ec.best_exporter_metric, ec.metric_larger_is_better)

@@ -26,7 +26,7 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature
-from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.inference import InferenceEmbeddingGroup
 from tzrec.protos import model_pb2
 
@@ -57,11 +57,7 @@ def require_inference(module: nn.Module, wrapper: str) -> None:
 def _group_features(
     features: Sequence[BaseFeature], groups: Sequence[model_pb2.FeatureGroupConfig]
 ) -> list[BaseFeature]:
-    names: set[str] = set()
-    for g in groups:
-        names.update(g.feature_names)
-        for sg in g.sequence_groups:
-            names.update(sg.feature_names)
+    names = {n for g in groups for n in group_feature_names(g)}
     return [f for f in features if f.name in names]
 
 

@@ -63,6 +63,32 @@ class _GroupSpec:
     sequence: list[BaseFeature]
 
 
+def group_feature_names(group: model_pb2.FeatureGroupConfig) -> list[str]:
+    """A group's feature names, its ``sequence_groups``' included, in config order."""
+    names = list(group.feature_names)
+    for seq_group in group.sequence_groups:
+        names.extend(seq_group.feature_names)
+    return names
+
+
+def group_features(
+    group: model_pb2.FeatureGroupConfig, by_name: dict[str, BaseFeature]
+) -> list[BaseFeature]:
+    """The features of a group, in config order.
+
+    Raises:
+        ConfigError: a name that is not a defined feature.
+    """
+    names = group_feature_names(group)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ConfigError(
+            f"feature group '{group.group_name}': feature(s) {', '.join(missing)} are not "
+            "defined in feature_configs"
+        )
+    return [by_name[n] for n in names]
+
+
 def _pooling(name: str) -> PoolingType:
     return PoolingType.MEAN if name.upper() == "MEAN" else PoolingType.SUM
 
@@ -212,16 +238,7 @@ class EmbeddingGroup(nn.Module):
     def _make_spec(
         group: model_pb2.FeatureGroupConfig, by_name: dict[str, BaseFeature]
     ) -> _GroupSpec:
-        names = list(group.feature_names)
-        for seq_group in group.sequence_groups:
-            names.extend(seq_group.feature_names)
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise ConfigError(
-                f"feature group '{group.group_name}': feature(s) {', '.join(missing)} are not "
-                "defined in feature_configs"
-            )
-        feats = [by_name[n] for n in names]
+        feats = group_features(group, by_name)
         if not feats:
             raise ConfigError(f"feature group '{group.group_name}' has no features")
         data_groups = {f.data_group for f in feats}

@@ -25,7 +25,7 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
-from tzrec.models.embedding import WIDE_SUFFIX, EmbeddingGroup
+from tzrec.models.embedding import WIDE_SUFFIX, EmbeddingGroup, group_features
 from tzrec.protos import model_pb2
 
 _WIDE, _SEQUENCE, _JAGGED = (
@@ -149,15 +149,7 @@ class InferenceEmbeddingGroup(nn.Module):
 
         seen: set[str] = set()
         for group in feature_groups:
-            names = list(group.feature_names)
-            for sg in group.sequence_groups:
-                names.extend(sg.feature_names)
-            missing = [n for n in names if n not in by_name]
-            if missing:
-                raise ConfigError(
-                    f"feature group '{group.group_name}': feature(s) {', '.join(missing)} are "
-                    "not defined in feature_configs"
-                )
+            names = [f.name for f in group_features(group, by_name)]
             query: list[str] = []
             sequence: list[str] = []
             gtype = int(group.group_type)

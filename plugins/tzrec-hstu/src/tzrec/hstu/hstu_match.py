@@ -44,7 +44,7 @@ from tzrec.hstu.preprocessors import (
 )
 from tzrec.hstu.stu import STUStack
 from tzrec.kernels import Kernel, is_tracing, jagged_last
-from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.models.match import MatchModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
@@ -305,13 +305,6 @@ def _project(x: torch.Tensor, output: nn.Module | None, normalize: bool) -> torc
     return F.normalize(x, p=2.0, dim=-1, eps=1e-6) if normalize else x
 
 
-def _group_feature_names(group: model_pb2.FeatureGroupConfig) -> list[str]:
-    names = list(group.feature_names)
-    for sg in group.sequence_groups:
-        names.extend(sg.feature_names)
-    return names
-
-
 def candidate_similarity(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -390,7 +383,7 @@ class HSTUMatch(MatchModel):
         )
         self.user_tower.ascending = bool(cfg.sequence_timestamp_is_ascending)
         item_in = self.embedding_group.sequence_dim(item_group.group_name)
-        item_names = set(_group_feature_names(item_group))
+        item_names = set(group_feature_names(item_group))
         self.item_tower = HSTUMatchItemTower(
             cfg.item_tower,
             item_in,
@@ -425,7 +418,7 @@ class HSTUMatch(MatchModel):
 
     def export_towers(self) -> dict[str, nn.Module]:
         """``user_tower`` and ``item_tower`` (scalar view), reading ``embedding_group``."""
-        user_names = {n for g in self.user_groups for n in _group_feature_names(g)}
+        user_names = {n for g in self.user_groups for n in group_feature_names(g)}
         user = _TowerView(
             self.user_tower,
             self.user_output,

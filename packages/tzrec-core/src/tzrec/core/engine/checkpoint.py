@@ -245,6 +245,21 @@ class CheckpointManager:
             raise FileNotFoundError(f"{p}: no complete model.ckpt-<step> checkpoint found")
         return latest
 
+    def require(self, path: str | os.PathLike[str] | None, purpose: str) -> Path:
+        """Like :meth:`resolve`, but a missing checkpoint is a one-line ``ConfigError``.
+
+        ``purpose`` completes "no checkpoint to ...; train first" (``evaluate``, ``export``).
+        """
+        from tzrec.core.errors import ConfigError
+
+        try:
+            found = self.resolve(path)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        if found is None:
+            raise ConfigError(f"{self.model_dir}: no checkpoint to {purpose}; train first")
+        return found
+
     def load(self, path: str | os.PathLike[str] | None = None) -> Checkpoint | None:
         """Read a checkpoint (default: the latest); None when there is none."""
         p = self.resolve(path)

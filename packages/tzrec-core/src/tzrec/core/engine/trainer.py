@@ -648,13 +648,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (default: the latest in model_dir) on the eval input."""
     device = init_distributed()
-    manager = CheckpointManager(config.model_dir, is_writer=False)
-    try:
-        path = manager.resolve(checkpoint_path)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from None
-    if path is None:
-        raise ConfigError(f"{config.model_dir}: no checkpoint to evaluate; train first")
+    path = CheckpointManager(config.model_dir, is_writer=False).require(checkpoint_path, "evaluate")
     features = dataset_class(config).create_features(config.feature_configs, config.data_config)
     eval_ds = build_dataset(config, features, config.eval_input_path, "eval")
     model = build_model(config, eval_ds.features)

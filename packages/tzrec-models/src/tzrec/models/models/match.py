@@ -11,7 +11,7 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
-from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
@@ -66,13 +66,6 @@ class MatchModel(BaseModel):
             metric.update(sim, target)
 
 
-def _group_features(group: model_pb2.FeatureGroupConfig) -> list[str]:
-    names = list(group.feature_names)
-    for seq_group in group.sequence_groups:
-        names.extend(seq_group.feature_names)
-    return names
-
-
 class MatchTower(nn.Module):
     """One tower: embedding group over its input group, MLP, optional output projection.
 
@@ -95,7 +88,7 @@ class MatchTower(nn.Module):
         super().__init__()
         self.group_name = group.group_name
         self._is_inference = False
-        self.features = [f for f in features if f.name in set(_group_features(group))]
+        self.features = [f for f in features if f.name in set(group_feature_names(group))]
         self.feature_groups = [group]
         self.embedding_group = EmbeddingGroup(features, [group])
         width = self.embedding_group.group_total_dim(self.group_name)
