@@ -37,7 +37,12 @@ from tzrec.export.artifact import (
     SCRIPTED_SPARSE,
     load_exported,
 )
-from tzrec.export.scripting import export_dense, script_sparse, to_torchscript
+from tzrec.export.scripting import (
+    export_dense,
+    save_torchscript,
+    script_sparse,
+    to_torchscript,
+)
 from tzrec.export.wrappers import ExportModule, export_modules
 from tzrec.models.inference import feature_tensor_names, inputs_from_batch
 from tzrec.protos import feature_pb2, pipeline_pb2
@@ -292,10 +297,10 @@ def write_artefact(
         eager = module(inputs)
         grouped = module.sparse(inputs)
         if aot:
-            torch.jit.save(script_sparse(module), str(target / SCRIPTED_SPARSE))
+            save_torchscript(script_sparse(module), target / SCRIPTED_SPARSE)
             torch.export.save(export_dense(module, grouped), str(target / AOT_DENSE))
         else:
-            torch.jit.save(to_torchscript(module, grouped), str(target / SCRIPTED))
+            save_torchscript(to_torchscript(module, grouped), target / SCRIPTED)
     save_message(cfg, target / "pipeline.config")
     meta = {
         "format": "aot" if aot else "torchscript",

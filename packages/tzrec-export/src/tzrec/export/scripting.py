@@ -10,7 +10,9 @@ AOT: the sparse part as above (``scripted_sparse_model.pt``); the dense part thr
 ``aot_dense_model.pt2`` (``torch.export.save``).
 """
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any, Dict
 
 import torch
@@ -32,21 +34,44 @@ class ScriptedPipeline(nn.Module):
         return self.dense(self.sparse(inputs))
 
 
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    """Silence TorchScript's deprecation and tracer notices (one per call otherwise).
+
+    torch 2.14 marks ``torch.jit`` deprecated in favour of ``torch.export``; the TorchScript
+    artefact stays the default for compatibility with TorchScript serving, ``--aot`` is the
+    torch.export route.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="The TorchScript type system")
+        yield
+
+
 def script_sparse(module: Any) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of the serving lookups."""
-    return torch.jit.script(module.sparse)
+    with quiet_jit():
+        return torch.jit.script(module.sparse)
 
 
 def trace_dense(module: Any, grouped: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of the dense part on one batch of grouped embeddings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with quiet_jit():
         return torch.jit.trace(module.dense, (grouped,), strict=False, check_trace=False)
 
 
 def to_torchscript(module: Any, grouped: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
     """One scripted module: scripted lookups feeding the traced dense part."""
-    return torch.jit.script(ScriptedPipeline(script_sparse(module), trace_dense(module, grouped)))
+    sparse, dense = script_sparse(module), trace_dense(module, grouped)
+    with quiet_jit():
+        return torch.jit.script(ScriptedPipeline(sparse, dense))
+
+
+def save_torchscript(module: torch.jit.ScriptModule, path: Any) -> None:
+    """``torch.jit.save`` without the deprecation notice."""
+    with quiet_jit():
+        torch.jit.save(module, str(path))
 
 
 def export_dense(module: Any, grouped: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:

@@ -162,7 +162,7 @@ class HSTUMatchUserTower(nn.Module):
         x = self.positional_encoder(seq.values, seq.offsets, seq.timestamps, query_time)
         x = F.dropout(x, p=self.input_dropout_ratio, training=self.training)
         x = self.stu(x, seq.offsets, seq.max_seq_len, seq.contextual_len)
-        x = self.postprocessor(x)
+        x = self.postprocessor(x, seq.timestamps)
         return gather_last(x, seq.offsets, self.empty_history)
 
 
