@@ -191,7 +191,8 @@ def test_tzrec_run_trains_evaluates_then_exports(dssm_data, tmp_path, capsys):
         assert (export / tower / "scripted_model.pt").is_file()
     # a second run continues training and replaces the export
     edits = dssm_edits(dssm_data, model_dir, **{"train_config.num_steps": 12})
-    assert main(["run", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits]) == 0
+    args = ["run", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits]
+    assert main([*args, "--continue_train"]) == 0
     meta = json.loads((export / "user_tower" / "model_meta.json").read_text())
     assert meta["checkpoint"].endswith("model.ckpt-12")
 

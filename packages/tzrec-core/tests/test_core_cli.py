@@ -32,15 +32,15 @@ def test_plugins_json_lists_first_party_registrations(capsys):
     code, out, _ = run_cli(capsys, "plugins", "--json")
     assert code == 0
     rows = {row["distribution"]: row for row in json.loads(out)}
-    assert rows["tzrec-hstu"]["registers"]["models"] == ["hstu_match"]
-    assert rows["tzrec-export"]["registers"]["commands"] == ["export", "predict"]
+    assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match"]
+    assert rows["tzrec-export"]["registers"]["commands"] == ["eval-retrieval", "export", "predict"]
 
 
 def test_plugins_text_shows_distribution_and_version(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
     assert "hstu (tzrec-hstu 0.1.0)" in out
-    assert "  models: hstu_match" in out
+    assert "  models: dlrm_hstu, hstu_match" in out
 
 
 def test_train_with_missing_input_is_one_line(capsys, dssm_config_path, tmp_path):
