@@ -209,3 +209,25 @@ def test_saved_state_grows_with_row_lengths_not_max_len():
     assert type(fn).__name__ == _JaggedHSTUAttention.__name__ + "Backward"
     saved = sum(s.numel() for *_, s, _ in fn.saved_blocks)
     assert saved == 3 * 3 + 1 * 1
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_targets", [False, True])
+@pytest.mark.parametrize(("max_attn_len", "contextual"), [(0, 0), (3, 2)])
+def test_scripted_row_loop_matches_the_jagged_path(causal, with_targets, max_attn_len, contextual):
+    """What TorchScript export records for hstu_mha equals the training path's forward."""
+    from tzrec.kernels.attention import scripted_jagged_hstu_mha
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 0, 9, 1, 12])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, k, v = (torch.randn(int(lengths.sum()), 2, 8) for _ in range(3))
+    targets = torch.tensor([2, 0, 3, 1, 4]) if with_targets else None
+    kwargs = dict(causal=causal, num_targets=targets, max_attn_len=max_attn_len)
+    ref = hstu_mha(
+        20, 0.3, q, k, v, offsets, training=False, contextual_seq_len=contextual, **kwargs
+    )
+    got = scripted_jagged_hstu_mha(
+        20, 0.3, q, k, v, offsets, causal, targets, max_attn_len, contextual
+    )
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)

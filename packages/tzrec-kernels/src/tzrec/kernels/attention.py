@@ -21,6 +21,8 @@ attn = SiLU(alpha * Q Kᵀ) / max_seq_len, masked, then dropout; out = attn V.
 
 from __future__ import annotations
 
+from typing import List, Optional  # noqa: UP035 (TorchScript)
+
 import torch
 import torch.nn.functional as F
 
@@ -128,6 +130,72 @@ def padded_hstu_mha(
     out = torch.einsum("bhnm,bmhd->bnhd", attn, pv)
     out = dense_to_jagged(out.reshape(batch, max_seq_len, heads * hidden_dim), seq_offsets, total)
     return out.view(total, heads, hidden_dim)
+
+
+def _jagged_hstu_mha_rows(
+    max_seq_len: int,
+    alpha: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    causal: bool,
+    num_targets: Optional[torch.Tensor],  # noqa: UP045 (TorchScript)
+    max_attn_len: int,
+    contextual_seq_len: int,
+) -> torch.Tensor:
+    """Forward-only jagged attention, row by row, for TorchScript (the module's rule).
+
+    What ``torch.jit.trace`` records for ``hstu_mha``: a call into this scripted function,
+    so the exported graph keeps the per-row loop (cost Σ nᵢ², no padding) and works for
+    any batch. No dropout, no autograd (serving).
+    """
+    offsets: List[int] = seq_offsets.tolist()  # noqa: UP006 (TorchScript)
+    batch = len(offsets) - 1
+    targets: List[int] = [0] * batch  # noqa: UP006
+    if num_targets is not None:
+        given: List[int] = num_targets.tolist()  # noqa: UP006
+        targets = given
+    out = torch.zeros(q.shape[0], v.shape[1], v.shape[2], dtype=v.dtype, device=v.device)
+    c = contextual_seq_len
+    for b in range(batch):
+        s0 = offsets[b]
+        n = offsets[b + 1] - s0
+        if n == 0:
+            continue
+        scores = torch.einsum("nhd,mhd->hnm", q[s0 : s0 + n], k[s0 : s0 + n]) * alpha
+        attn = torch.nn.functional.silu(scores) / max_seq_len
+        i = torch.arange(n, device=q.device).view(-1, 1)
+        j = torch.arange(n, device=q.device).view(1, -1)
+        h = max(n - max(targets[b], 0), 0)
+        i_eff = torch.clamp(i, max=h)
+        if causal:
+            hist = (i >= c) & (j < i_eff)
+            dist = i_eff - j
+        else:
+            hist = j < h
+            dist = (i_eff - j).abs()
+        if max_attn_len > 0:
+            hist = hist & ((j < c) | (dist <= max_attn_len))
+        ctx = (i < c) & (j < h)
+        mask = (i == j) | hist | ctx
+        attn = attn * mask.to(attn.dtype).unsqueeze(0)
+        out[s0 : s0 + n] = torch.einsum("hnm,mhd->nhd", attn, v[s0 : s0 + n])
+    return out
+
+
+_SCRIPTED: list = []
+
+
+def scripted_jagged_hstu_mha(*args):
+    """:func:`_jagged_hstu_mha_rows` compiled by ``torch.jit.script`` (on first use)."""
+    if not _SCRIPTED:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            _SCRIPTED.append(torch.jit.script(_jagged_hstu_mha_rows))
+    return _SCRIPTED[0](*args)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -325,8 +393,22 @@ def hstu_mha(
             max_attn_len=max_attn_len,
             contextual_seq_len=contextual_seq_len,
         )
+    if torch.jit.is_tracing():
+        # TorchScript export: the trace records a call into a scripted row loop
+        return scripted_jagged_hstu_mha(
+            max_seq_len,
+            float(alpha),
+            q,
+            k,
+            v,
+            seq_offsets,
+            causal,
+            num_targets,
+            max_attn_len,
+            contextual_seq_len,
+        )
     if is_tracing():
-        # export/trace: the padded reference has no per-row Python loop, so one graph
+        # torch.export: the padded reference has no per-row Python loop, so one graph
         # serves every batch; max_seq_len must then be a static bound, not data
         return padded_hstu_mha(
             max_seq_len,
