@@ -60,6 +60,7 @@ def main() -> None:
         max_history=args.history,
         max_candidates=args.candidates,
         empty_fraction=0.0,
+        full_length=True,
     )
     model_dir = work / "model"
     edits = {

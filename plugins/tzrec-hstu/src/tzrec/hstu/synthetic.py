@@ -172,6 +172,7 @@ def _dlrm_rows(
     max_history: int,
     max_candidates: int,
     empty_fraction: float,
+    full_length: bool = False,
 ) -> pa.Table:
     users = rng.integers(0, num_users, n)
     names = (
@@ -194,11 +195,12 @@ def _dlrm_rows(
     for u in range(n):
         home = int(users[u] % clusters)
         length = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_history + 1))
+        length = max_history if full_length else length
         items = shown(length, home)
         actions, watch = _candidate_actions(rng, items, home, clusters)
         ts = BASE_TIME + np.cumsum(rng.integers(10, 3600, length)) + int(rng.integers(0, 10**6))
         query = int(ts[-1]) + int(rng.integers(1, 600)) if length else BASE_TIME + 10**6
-        k = int(rng.integers(1, max_candidates + 1))
+        k = max_candidates if full_length else int(rng.integers(1, max_candidates + 1))
         cands = shown(k, home)
         cand_actions, cand_watch = _candidate_actions(rng, cands, home, clusters)
         for key, values in (
@@ -236,8 +238,12 @@ def write_dlrm_hstu_data(
     max_candidates: int = 6,
     empty_fraction: float = 0.05,
     seed: int = 0,
+    full_length: bool = False,
 ) -> dict[str, str]:
     """Write DlrmHSTU train/eval parquet files (module doc); return their paths.
+
+    ``full_length``: every history has ``max_history`` items and every request
+    ``max_candidates`` candidates (benchmarks); otherwise lengths are drawn per row.
 
     Returns:
         ``{"train": ..., "eval": ...}``.
@@ -250,8 +256,9 @@ def write_dlrm_hstu_data(
         "eval": str(out_dir / "kuairand_rank_eval.parquet"),
     }
     args = (num_users, num_items, clusters, max_history, max_candidates, empty_fraction)
-    pq.write_table(_dlrm_rows(rng, num_rows, *args), paths["train"], row_group_size=500)
-    pq.write_table(_dlrm_rows(rng, num_eval_rows, *args), paths["eval"], row_group_size=500)
+    for key, n in (("train", num_rows), ("eval", num_eval_rows)):
+        table = _dlrm_rows(rng, n, *args, full_length=full_length)
+        pq.write_table(table, paths[key], row_group_size=500)
     return paths
 
 
