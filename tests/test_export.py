@@ -119,11 +119,12 @@ def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot):
         assert_outputs_close({"e": eager["item_emb"]}, {"e": items["item_tower_emb"]})
 
 
-def test_din_exports_one_model_that_matches_eager_including_empty_histories(din, tmp_path):
+@pytest.mark.parametrize("aot", [False, True], ids=["torchscript", "aot"])
+def test_din_exports_one_model_that_matches_eager_including_empty_histories(din, tmp_path, aot):
     _, model_dir = din
     out = tmp_path / "export"
-    assert export(model_dir, out) == 0
-    assert (out / "scripted_model.pt").is_file()
+    assert export(model_dir, out, *(["--aot"] if aot else [])) == 0
+    assert (out / ("aot_dense_model.pt2" if aot else "scripted_model.pt")).is_file()
     meta = json.loads((out / "model_meta.json").read_text())
     assert meta["tower"] == "" and set(meta["outputs"]) >= {"logits", "probs"}
     artefact = load_exported(out)
@@ -134,7 +135,8 @@ def test_din_exports_one_model_that_matches_eager_including_empty_histories(din,
         eager = model.predict(batch)
     got = artefact(inputs_from_batch(batch, model._features))
     assert_outputs_close(eager, got)
-    # random rows: batch 1, histories of length 0, varied lengths (padded SEQUENCE groups)
+    # random rows: batch 1, histories of length 0, varied lengths (padded SEQUENCE groups,
+    # whose longest row is axis 1 of the AOT program's input)
     (wrapper,) = export_modules(model)
     for lengths in ([0], [3], [0, 2, 5], [1, 0, 0, 4]):
         parents = {f.sequence_name or f.name for f in wrapper.features if f.is_sequence}
