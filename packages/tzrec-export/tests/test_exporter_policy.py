@@ -48,3 +48,20 @@ def test_target_config_drops_the_sampler_and_keeps_only_the_artefacts_features()
     assert [g.group_name for g in out.model_config.feature_groups] == ["item"]
     # the source config is untouched
     assert cfg.data_config.WhichOneof("sampler") == "negative_sampler"
+
+
+def test_a_model_without_the_export_contract_is_refused_in_one_line():
+    import pytest
+    import torch
+
+    from tzrec.core.errors import ConfigError
+    from tzrec.export.wrappers import export_modules
+
+    class Plain(torch.nn.Module):
+        def forward(self, batch):
+            return {}
+
+    with pytest.raises(
+        ConfigError, match="Plain cannot be exported: it needs an `embedding_group`"
+    ):
+        export_modules(Plain())

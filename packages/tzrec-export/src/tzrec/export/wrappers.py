@@ -28,6 +28,7 @@ from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.inference import InferenceEmbeddingGroup
+from tzrec.models.models.base import BaseModel
 from tzrec.protos import model_pb2
 
 _NOT_DENSE = ("embedding_group", "_loss_modules", "_metric_modules")
@@ -161,8 +162,16 @@ class TowerWoEGWrapper(ExportModule):
 
 def export_modules(model: nn.Module) -> list[ExportModule]:
     """The serving modules of a model: one per tower for match models, else one."""
-    towers = model.export_towers()
+    towers = model.export_towers() if hasattr(model, "export_towers") else {}
     if not towers:
+        dense = getattr(type(model), "dense_forward", None)
+        if not isinstance(getattr(model, "embedding_group", None), EmbeddingGroup) or (
+            dense is None or dense is BaseModel.dense_forward
+        ):
+            raise ConfigError(
+                f"{type(model).__name__} cannot be exported: it needs an `embedding_group` "
+                "and `dense_forward(grouped)` (or `export_towers()`); see docs/export.md"
+            )
         return [ModelWrapper(model)]
     out: list[ExportModule] = []
     for name, tower in towers.items():
