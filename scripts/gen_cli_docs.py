@@ -21,7 +21,8 @@ yet).
 
 Environment: `TZREC_LOAD_PLUGINS` (comma list of plugins to load; empty: only tzrec-core),
 `TZREC_SEED` (training seed, default 2024), `TZREC_NUM_THREADS` (compute threads; default:
-cores minus reader workers), `TZREC_DATA_BAD_ROWS=skip` (skip and count malformed rows).
+cores minus reader workers minus cores the load average shows busy), `ENABLE_AOT=1` (same as
+`tzrec export --aot`), `TZREC_DATA_BAD_ROWS=skip` (skip and count malformed rows).
 """
 
 
