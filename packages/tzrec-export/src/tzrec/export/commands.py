@@ -115,6 +115,18 @@ class PredictCommand(Command):
                 "--scripted_model_path is required: export the model first (tzrec export) "
                 "and point at its directory (a match model's tower sub-directory)"
             )
+        if args.writer_type and args.writer_type.lower() not in ("parquet", "parquetwriter"):
+            raise ConfigError(
+                f"--writer_type {args.writer_type}: tzrec predict writes parquet only "
+                "(ParquetWriter)"
+            )
+        if args.is_profiling or args.debug_level:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "--is_profiling / --debug_level are accepted for TorchEasyRec compatibility "
+                "and ignored"
+            )
         if args.checkpoint_path:
             raise ConfigError(
                 "--checkpoint_path: predicting from a checkpoint is not supported; export it "
