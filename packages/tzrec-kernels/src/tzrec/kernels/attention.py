@@ -49,6 +49,19 @@ def attention_visibility(
         n = torch.as_tensor(n)
     if not isinstance(num_targets, torch.Tensor):
         num_targets = torch.as_tensor(num_targets)
+    return _visibility(i, j, n, num_targets, contextual_seq_len, max_attn_len, causal)
+
+
+def _visibility(
+    i: torch.Tensor,
+    j: torch.Tensor,
+    n: torch.Tensor,
+    num_targets: torch.Tensor,
+    contextual_seq_len: int,
+    max_attn_len: int,
+    causal: bool,
+) -> torch.Tensor:
+    """:func:`attention_visibility` on tensors (TorchScript compiles it too)."""
     c = contextual_seq_len
     h = (n - num_targets.clamp(min=0)).clamp(min=0)
     i_eff = torch.minimum(i, h)
@@ -157,7 +170,6 @@ def _jagged_hstu_mha_rows(
         given: List[int] = num_targets.tolist()  # noqa: UP006
         targets = given
     out = torch.zeros(q.shape[0], v.shape[1], v.shape[2], dtype=v.dtype, device=v.device)
-    c = contextual_seq_len
     for b in range(batch):
         s0 = offsets[b]
         n = offsets[b + 1] - s0
@@ -165,20 +177,16 @@ def _jagged_hstu_mha_rows(
             continue
         scores = torch.einsum("nhd,mhd->hnm", q[s0 : s0 + n], k[s0 : s0 + n]) * alpha
         attn = torch.nn.functional.silu(scores) / max_seq_len
-        i = torch.arange(n, device=q.device).view(-1, 1)
-        j = torch.arange(n, device=q.device).view(1, -1)
-        h = max(n - max(targets[b], 0), 0)
-        i_eff = torch.clamp(i, max=h)
-        if causal:
-            hist = (i >= c) & (j < i_eff)
-            dist = i_eff - j
-        else:
-            hist = j < h
-            dist = (i_eff - j).abs()
-        if max_attn_len > 0:
-            hist = hist & ((j < c) | (dist <= max_attn_len))
-        ctx = (i < c) & (j < h)
-        mask = (i == j) | hist | ctx
+        idx = torch.arange(n, device=q.device)
+        mask = _visibility(
+            idx.view(-1, 1),
+            idx.view(1, -1),
+            torch.tensor(n, device=q.device),
+            torch.tensor(targets[b], device=q.device),
+            contextual_seq_len,
+            max_attn_len,
+            causal,
+        )
         attn = attn * mask.to(attn.dtype).unsqueeze(0)
         out[s0 : s0 + n] = torch.einsum("hnm,mhd->nhd", attn, v[s0 : s0 + n])
     return out
