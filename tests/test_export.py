@@ -325,3 +325,37 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
     )
     assert rc == 1
     assert "item_tower, user_tower" in one_line_error(capsys)
+
+
+def test_serving_lookups_cover_wide_groups_and_mean_pooling(din):
+    from tzrec.core.engine.trainer import build_dataset as build
+    from tzrec.data import create_features
+    from tzrec.models.embedding import EmbeddingGroup
+    from tzrec.protos import model_pb2
+
+    paths, _ = din
+    config = load_pipeline_config(str(DIN))
+    config.data_config.batch_size = 6
+    config.data_config.num_workers = 0
+    for fc in config.feature_configs:
+        if fc.WhichOneof("feature") == "id_feature" and fc.id_feature.feature_name == "user_id":
+            fc.id_feature.pooling = "mean"
+    features = create_features(config.feature_configs, config.data_config)
+    ds = build(config, features, paths["eval"], "eval")
+    groups = list(config.model_config.feature_groups)
+    groups.append(
+        model_pb2.FeatureGroupConfig(
+            group_name="wide", feature_names=["user_id", "cate_id"], group_type=model_pb2.WIDE
+        )
+    )
+    torch.manual_seed(0)
+    eg = EmbeddingGroup(ds.features, groups, wide_embedding_dim=3)
+    serving = torch.jit.script(
+        InferenceEmbeddingGroup.from_embedding_group(eg, ds.features, groups)
+    )
+    batch = next(iter(ds.make_dataloader()))
+    with torch.no_grad():
+        expected = eg(batch)
+        got = serving(inputs_from_batch(batch, ds.features))
+    assert expected["wide"].shape == (6, 6)
+    assert_outputs_close(expected, got, atol=1e-6)
