@@ -229,6 +229,19 @@ def test_cli_export_predict_and_retrieval_on_a_trained_model(small_data, tmp_pat
     assert f"{items.num_rows} rows in, {items.num_rows} rows out" in out
     emb = np.asarray(items.column("item_tower_emb").to_pylist())
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)  # COSINE
+    # a fresh process loads the AOT user tower (its graph calls the tzrec::hstu_mha_fwd op)
+    out = tzrec(
+        "predict",
+        "--scripted_model_path",
+        str(tmp_path / "aot" / "user_tower"),
+        "--predict_input_path",
+        small_data["eval"],
+        "--predict_output_path",
+        str(tmp_path / "users.parquet"),
+    )
+    users = pq.read_table(tmp_path / "users.parquet")
+    assert users.num_rows == pq.read_table(small_data["eval"]).num_rows
+    assert users.column_names == ["user_tower_emb"]
     result = tmp_path / "retrieval.json"
     tzrec(
         "eval-retrieval",

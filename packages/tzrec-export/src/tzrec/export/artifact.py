@@ -73,6 +73,8 @@ def load_exported(path: str | Path) -> ExportedModel:
         raise ConfigError(f"{path}: not an exported model (no {META_FILE}){_describe(path)}")
     meta = json.loads(meta_file.read_text())
     if meta.get("format") == "aot":
+        import tzrec.kernels  # noqa: F401  (registers the tzrec:: ops AOT programs call)
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             sparse = torch.jit.load(str(path / SCRIPTED_SPARSE), map_location="cpu")

@@ -1,5 +1,6 @@
 """tzrec.kernels: jagged ops and HSTU attention, PyTorch reference and Triton."""
 
+from tzrec.kernels import export_ops  # noqa: F401  (registers tzrec:: ops for exported programs)
 from tzrec.kernels.attention import (
     attention_visibility,
     hstu_attention_mask,

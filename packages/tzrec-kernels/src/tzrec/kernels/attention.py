@@ -416,19 +416,20 @@ def hstu_mha(
             contextual_seq_len,
         )
     if is_tracing():
-        # torch.export: the padded reference has no per-row Python loop, so one graph
-        # serves every batch; max_seq_len must then be a static bound, not data
-        return padded_hstu_mha(
-            max_seq_len,
-            alpha,
+        # torch.export: one opaque custom op running the jagged forward (export_ops)
+        from tzrec.kernels.export_ops import hstu_mha_fwd
+
+        return hstu_mha_fwd(
+            int(max_seq_len),
+            float(alpha),
             q,
             k,
             v,
             seq_offsets,
-            causal=causal,
-            num_targets=num_targets,
-            max_attn_len=max_attn_len,
-            contextual_seq_len=contextual_seq_len,
+            causal,
+            num_targets,
+            int(max_attn_len),
+            int(contextual_seq_len),
         )
     offsets = seq_offsets.tolist()
     batch = len(offsets) - 1

@@ -1,0 +1,57 @@
+"""Custom ops that exported programs call: jagged HSTU attention as one opaque op.
+
+``torch.export`` cannot trace the jagged attention's per-row loop, and the padded form costs
+B × max_seq_len². ``tzrec::hstu_mha_fwd`` wraps the forward of the PyTorch jagged path
+(cost Σ nᵢ²) as a ``torch.library`` custom op with a fake (shape-only) kernel, so an
+exported graph records one call that runs it. Loading such a program needs this module
+imported (``import tzrec.kernels`` does), as with any custom op.
+
+No ``from __future__ import annotations`` here: ``torch.library`` reads the annotations to
+build the op schema.
+"""
+
+from typing import Optional
+
+import torch
+
+
+@torch.library.custom_op("tzrec::hstu_mha_fwd", mutates_args=())
+def hstu_mha_fwd(
+    max_seq_len: int,
+    alpha: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    causal: bool,
+    num_targets: Optional[torch.Tensor],  # noqa: UP045 (op schema)
+    max_attn_len: int,
+    contextual_seq_len: int,
+) -> torch.Tensor:
+    """Forward of jagged HSTU attention (serving: no dropout, no autograd)."""
+    from tzrec.kernels.attention import hstu_mha
+    from tzrec.kernels.kernel import Kernel
+
+    with torch.no_grad():
+        return hstu_mha(
+            max_seq_len,
+            alpha,
+            q,
+            k,
+            v,
+            seq_offsets,
+            causal=causal,
+            dropout_pr=0.0,
+            training=False,
+            num_targets=num_targets,
+            max_attn_len=max_attn_len,
+            contextual_seq_len=contextual_seq_len,
+            kernel=Kernel.PYTORCH,
+        ).clone()
+
+
+@hstu_mha_fwd.register_fake
+def _hstu_mha_fwd_fake(
+    max_seq_len, alpha, q, k, v, seq_offsets, causal, num_targets, max_attn_len, contextual_seq_len
+):
+    return q.new_empty((q.shape[0], v.shape[1], v.shape[2]))
