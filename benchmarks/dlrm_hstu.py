@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import re
 import tempfile
 import time
@@ -45,6 +46,9 @@ CONFIG = ROOT / "docs" / "examples" / "dlrm_hstu_kuairand.config"
 
 
 def main() -> None:
+    # every measurement uses all cores (the engine would drop busy ones): run on a quiet box
+    os.environ.setdefault("TZREC_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    torch.set_num_threads(int(os.environ["TZREC_NUM_THREADS"]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--history", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=10)
@@ -113,7 +117,7 @@ def main() -> None:
 
     from tzrec.core.engine.trainer import build_dataset
 
-    print(f"\nlatency, ms (median of {args.repeats})")
+    print(f"\nlatency, ms (median of {args.repeats}), {torch.get_num_threads()} threads")
     print(f"{'batch':>6} {'hist':>5} {'cands':>6} {'eager':>9} {'torchscript':>12} {'aot':>9}")
     for batch_size in (1, 64):
         config.data_config.batch_size = batch_size

@@ -20,6 +20,7 @@ Run it on a quiet machine: with 2 cores a concurrent process distorts every numb
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ EXAMPLE = ROOT / "docs" / "examples" / "hstu_match_kuairand.config"
 
 
 def main() -> None:
+    # every measurement uses all cores (the engine would drop busy ones): run on a quiet box
+    os.environ.setdefault("TZREC_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    torch.set_num_threads(int(os.environ["TZREC_NUM_THREADS"]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--history", type=int, default=200)

@@ -231,3 +231,48 @@ def test_scripted_row_loop_matches_the_jagged_path(causal, with_targets, max_att
         20, 0.3, q, k, v, offsets, causal, targets, max_attn_len, contextual
     )
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [[7, 7, 6, 7], [1, 0, 12, 2], [0, 0]])
+@pytest.mark.parametrize("with_targets", [False, True])
+def test_export_op_matches_the_jagged_path_padded_or_not(lengths, with_targets):
+    """tzrec::hstu_mha_fwd pads even batches and loops over uneven ones: same result."""
+    from tzrec.kernels.export_ops import hstu_mha_fwd
+
+    torch.manual_seed(1)
+    lengths = torch.tensor(lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, k, v = (torch.randn(int(lengths.sum()), 2, 4) for _ in range(3))
+    targets = (lengths // 3) if with_targets else None
+    ref = hstu_mha(
+        16, 0.5, q, k, v, offsets, training=False, num_targets=targets, contextual_seq_len=1
+    )
+    got = hstu_mha_fwd(16, 0.5, q, k, v, offsets, True, targets, 0, 1)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [[7, 7, 6, 7], [1, 0, 12, 2], [0, 0], [5]])
+@pytest.mark.parametrize("causal", [True, False])
+def test_scripted_attention_pads_even_batches_and_loops_over_uneven_ones(lengths, causal):
+    from tzrec.kernels.attention import scripted_jagged_hstu_mha
+
+    torch.manual_seed(2)
+    lengths = torch.tensor(lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, k, v = (torch.randn(int(lengths.sum()), 2, 4) for _ in range(3))
+    targets = lengths // 3
+    ref = hstu_mha(
+        16,
+        0.5,
+        q,
+        k,
+        v,
+        offsets,
+        causal=causal,
+        training=False,
+        num_targets=targets,
+        max_attn_len=4,
+        contextual_seq_len=1,
+    )
+    got = scripted_jagged_hstu_mha(16, 0.5, q, k, v, offsets, causal, targets, 4, 1)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)

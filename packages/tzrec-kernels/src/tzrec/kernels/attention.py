@@ -163,6 +163,23 @@ def _jagged_hstu_mha_rows(
     so the exported graph keeps the per-row loop (cost Σ nᵢ², no padding) and works for
     any batch. No dropout, no autograd (serving).
     """
+    lengths = seq_offsets[1:] - seq_offsets[:-1]
+    longest = int(lengths.max()) if lengths.numel() > 0 else 0
+    if longest > 0 and 2 * int((lengths * lengths).sum()) >= lengths.numel() * longest**2:
+        # rows of similar length: pad to the longest, a few large matmuls
+        return _padded_rows(
+            max_seq_len,
+            longest,
+            alpha,
+            q,
+            k,
+            v,
+            seq_offsets,
+            causal,
+            num_targets,
+            max_attn_len,
+            contextual_seq_len,
+        )
     offsets: List[int] = seq_offsets.tolist()  # noqa: UP006 (TorchScript)
     batch = len(offsets) - 1
     targets: List[int] = [0] * batch  # noqa: UP006
@@ -190,6 +207,48 @@ def _jagged_hstu_mha_rows(
         attn = attn * mask.to(attn.dtype).unsqueeze(0)
         out[s0 : s0 + n] = torch.einsum("hnm,mhd->nhd", attn, v[s0 : s0 + n])
     return out
+
+
+def _padded_rows(
+    max_seq_len: int,
+    longest: int,
+    alpha: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    causal: bool,
+    num_targets: Optional[torch.Tensor],  # noqa: UP045 (TorchScript)
+    max_attn_len: int,
+    contextual_seq_len: int,
+) -> torch.Tensor:
+    """Forward padded to the batch's longest row, divided by ``max_seq_len`` (TorchScript)."""
+    lengths = seq_offsets[1:] - seq_offsets[:-1]
+    batch = lengths.shape[0]
+    total = q.shape[0]
+    rows = torch.repeat_interleave(torch.arange(batch, device=q.device), lengths)
+    pos = torch.arange(total, device=q.device) - seq_offsets[rows]
+    pq = q.new_zeros((batch, longest, q.shape[1], q.shape[2]))
+    pk = k.new_zeros((batch, longest, k.shape[1], k.shape[2]))
+    pv = v.new_zeros((batch, longest, v.shape[1], v.shape[2]))
+    pq[rows, pos] = q
+    pk[rows, pos] = k
+    pv[rows, pos] = v
+    attn = torch.nn.functional.silu(torch.einsum("bnhd,bmhd->bhnm", pq, pk) * alpha)
+    attn = attn / max_seq_len
+    idx = torch.arange(longest, device=q.device)
+    targets = torch.zeros_like(lengths) if num_targets is None else num_targets
+    mask = _visibility(
+        idx.view(1, -1, 1),
+        idx.view(1, 1, -1),
+        lengths.view(-1, 1, 1),
+        targets.view(-1, 1, 1),
+        contextual_seq_len,
+        max_attn_len,
+        causal,
+    )
+    attn = attn * mask.unsqueeze(1).to(attn.dtype)
+    return torch.einsum("bhnm,bmhd->bnhd", attn, pv)[rows, pos]
 
 
 _SCRIPTED: list = []
