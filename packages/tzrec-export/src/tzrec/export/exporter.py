@@ -103,10 +103,20 @@ def load_trained_model(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from tzrec.core.engine.trainer import STATE_DIR, TrainWrapper, build_model, dataset_class
+    from tzrec.core.engine.trainer import (
+        STATE_DIR,
+        TrainWrapper,
+        build_dataset,
+        build_model,
+        dataset_class,
+    )
 
     features = dataset_class(config).create_features(config.feature_configs, config.data_config)
-    _mark_sampled_features(config, features)
+    path = config.train_input_path or config.eval_input_path
+    if which_oneof(config.data_config, "sampler") is not None and path:
+        # the dataset marks the item features negatives extend, as in training (the model's
+        # tables are grouped by those rows)
+        features = build_dataset(config, features, path, "eval").features
     model = build_model(config, features)
     wrapper = TrainWrapper(model)
     state = {"model": wrapper.state_dict()}
@@ -120,22 +130,6 @@ def load_trained_model(
     wrapper.load_state_dict(state["model"])
     model.eval()
     return model, features
-
-
-def _mark_sampled_features(config: pipeline_pb2.EasyRecConfig, features: list[BaseFeature]):
-    """Mark item features a sampler extends, as the training dataset did (same tables)."""
-    from tzrec.core.engine.trainer import build_dataset
-
-    if which_oneof(config.data_config, "sampler") is None:
-        return
-    # the training dataset decides which features negatives extend; replay it on a copy
-    path = config.train_input_path or config.eval_input_path
-    if not path:
-        return
-    ds = build_dataset(config, features, path, "eval")
-    by_name = {f.name: f for f in ds.features}
-    for f in features:
-        f.is_neg = by_name[f.name].is_neg if f.name in by_name else f.is_neg
 
 
 def target_config(

@@ -136,8 +136,7 @@ def predict(
         batches = iter_predictions(
             model, input_path, reserved, batch_size, num_workers, dataset_type
         )
-        for step, (reserves, preds, dataset) in enumerate(batches):
-            ds = dataset
+        for step, (reserves, preds, ds) in enumerate(batches):  # noqa: B007 (ds: after)
             if max_steps is not None and step >= max_steps:
                 break
             value, lengths = next(iter(preds.values()))
