@@ -359,3 +359,28 @@ def test_serving_lookups_cover_wide_groups_and_mean_pooling(din):
         got = serving(inputs_from_batch(batch, ds.features))
     assert expected["wide"].shape == (6, 6)
     assert_outputs_close(expected, got, atol=1e-6)
+
+
+def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path, capsys):
+    paths, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    common = ["--predict_input_path", paths["eval"], "--reserved_columns", "user_id"]
+    exported = tmp_path / "exported.parquet"
+    eager = tmp_path / "eager.parquet"
+    args = ["predict", "--scripted_model_path", str(out / "user_tower")]
+    assert main([*args, *common, "--predict_output_path", str(exported)]) == 0
+    config = str(model_dir / "pipeline.config")
+    args = ["predict", "--pipeline_config_path", config, "--tower", "user_tower"]
+    assert main([*args, *common, "--predict_output_path", str(eager)]) == 0
+    a, b = pq.read_table(exported), pq.read_table(eager)
+    assert a.column_names == b.column_names == ["user_id", "user_tower_emb"]
+    np.testing.assert_allclose(
+        np.asarray(a.column("user_tower_emb").to_pylist()),
+        np.asarray(b.column("user_tower_emb").to_pylist()),
+        atol=1e-5,
+    )
+    capsys.readouterr()
+    args = ["predict", "--pipeline_config_path", config, "--predict_output_path", str(eager)]
+    assert main([*args, *common]) == 1
+    assert "one of item_tower, user_tower (got none)" in one_line_error(capsys)

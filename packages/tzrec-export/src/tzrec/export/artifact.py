@@ -25,10 +25,20 @@ class ExportedModel:
         meta: ``model_meta.json`` (format, inputs, outputs, features, tower, checkpoint).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], fn: Any) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], fn: Any, config: Any = None) -> None:
         self.path = path
         self.meta = meta
         self._fn = fn
+        self._config = config
+
+    @property
+    def config(self) -> Any:
+        """The pipeline config that reads this model's input (``pipeline.config``)."""
+        if self._config is None:
+            from tzrec.core.config import load_pipeline_config
+
+            self._config = load_pipeline_config(self.path / "pipeline.config")
+        return self._config
 
     @property
     def outputs(self) -> list[str]:

@@ -86,7 +86,14 @@ class PredictCommand(Command):
         )
         add_pipeline_config_arg(parser, required=False)
         parser.add_argument(
-            "--checkpoint_path", default=None, help="predict from a checkpoint instead"
+            "--checkpoint_path",
+            default=None,
+            help="predict from a checkpoint (with --pipeline_config_path; default: latest)",
+        )
+        parser.add_argument(
+            "--tower",
+            default=None,
+            help="with a checkpoint of a match model: user_tower or item_tower",
         )
         parser.add_argument("--predict_input_path", required=True, help="parquet/csv input")
         parser.add_argument("--predict_output_path", required=True, help="parquet output")
@@ -110,11 +117,20 @@ class PredictCommand(Command):
         """Predict with an exported model, writing parquet."""
         from tzrec.export.predict import predict
 
-        if not args.scripted_model_path:
-            raise ConfigError(
-                "--scripted_model_path is required: export the model first (tzrec export) "
-                "and point at its directory (a match model's tower sub-directory)"
-            )
+        model: Any = args.scripted_model_path
+        if not model:
+            if not (args.checkpoint_path or args.pipeline_config_path):
+                raise ConfigError(
+                    "give --scripted_model_path (an exported model directory; a match "
+                    "model's tower sub-directory) or --pipeline_config_path [--checkpoint_path]"
+                )
+            from tzrec.core.builtin_commands import load_for_command
+            from tzrec.export.exporter import load_checkpoint_for_predict
+
+            if not args.pipeline_config_path:
+                raise ConfigError("--checkpoint_path needs --pipeline_config_path")
+            config = load_for_command(args, require_input_paths=False)
+            model = load_checkpoint_for_predict(config, args.checkpoint_path, args.tower)
         if args.writer_type and args.writer_type.lower() not in ("parquet", "parquetwriter"):
             raise ConfigError(
                 f"--writer_type {args.writer_type}: tzrec predict writes parquet only "
@@ -127,13 +143,8 @@ class PredictCommand(Command):
                 "--is_profiling / --debug_level are accepted for TorchEasyRec compatibility "
                 "and ignored"
             )
-        if args.checkpoint_path:
-            raise ConfigError(
-                "--checkpoint_path: predicting from a checkpoint is not supported; export it "
-                "(tzrec export --checkpoint_path ...) and predict with --scripted_model_path"
-            )
         stats = predict(
-            args.scripted_model_path,
+            model,
             args.predict_input_path,
             args.predict_output_path,
             reserved_columns=_split(args.reserved_columns),

@@ -35,6 +35,7 @@ from tzrec.export.artifact import (
     META_FILE,
     SCRIPTED,
     SCRIPTED_SPARSE,
+    ExportedModel,
     load_exported,
 )
 from tzrec.export.scripting import (
@@ -325,3 +326,46 @@ def write_artefact(
         diff,
         meta["parity_rows"],
     )
+
+
+def load_checkpoint_for_predict(
+    config: pipeline_pb2.EasyRecConfig,
+    checkpoint_path: str | None = None,
+    tower: str | None = None,
+) -> ExportedModel:
+    """The eager serving module of a checkpoint, behaving like a loaded artefact.
+
+    ``tzrec predict --checkpoint_path`` uses it: no export, same inputs and outputs.
+
+    Raises:
+        ConfigError: no checkpoint; for a match model, a missing or unknown ``tower``.
+    """
+    checkpoint = resolve_checkpoint(config, checkpoint_path)
+    model, _ = load_trained_model(config, checkpoint)
+    model.set_is_inference(True)
+    modules = {m.name: m for m in export_modules(model)}
+    if "" in modules:
+        if tower:
+            raise ConfigError(f"--tower {tower}: this model has no towers; leave it out")
+        module = modules[""]
+    elif tower not in modules:
+        raise ConfigError(
+            f"--tower: a match model predicts one tower at a time, one of "
+            f"{', '.join(sorted(modules))} (got {tower or 'none'})"
+        )
+    else:
+        module = modules[tower]
+    cfg = target_config(config, module)
+    path, _ = _input_for(config, module.name, None)
+    with torch.no_grad():
+        outputs = sorted(module(sample_inputs(cfg, path, max_rows=2)))
+    meta = {
+        "format": "eager",
+        "tower": module.name,
+        "inputs": [n for f in module.features for n in feature_tensor_names(f)],
+        "features": [f.name for f in module.features],
+        "outputs": outputs,
+        "output_row_lengths": module.output_row_lengths,
+        "checkpoint": str(checkpoint),
+    }
+    return ExportedModel(Path(str(checkpoint)), meta, module, config=cfg)

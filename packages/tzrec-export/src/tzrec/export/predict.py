@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from tzrec.core.config import load_pipeline_config
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.export.artifact import ExportedModel, load_exported
 from tzrec.models.inference import inputs_from_batch
@@ -63,9 +62,10 @@ def iter_predictions(
         DataError: the input lacks a column the model reads (one line, the column named).
     """
     from tzrec.core.engine.trainer import build_dataset, dataset_class
-    from tzrec.protos import data_pb2
+    from tzrec.protos import data_pb2, pipeline_pb2
 
-    config = load_pipeline_config(model.path / "pipeline.config")
+    config = pipeline_pb2.EasyRecConfig()
+    config.CopyFrom(model.config)
     dc = config.data_config
     if batch_size:
         dc.batch_size = batch_size
@@ -91,7 +91,7 @@ def iter_predictions(
 
 
 def predict(
-    model_path: str,
+    model_path: str | ExportedModel,
     input_path: str,
     output_path: str,
     reserved_columns: list[str] | None = None,
@@ -112,7 +112,7 @@ def predict(
     """
     from tqdm import tqdm
 
-    model = load_exported(model_path)
+    model = model_path if isinstance(model_path, ExportedModel) else load_exported(model_path)
     outputs = output_columns or model.outputs
     unknown = [c for c in outputs if c not in model.outputs]
     if unknown:
