@@ -114,35 +114,19 @@ def padded_hstu_mha(
     This is how TorchEasyRec's PyTorch path computes HSTU attention; it costs
     B x max_seq_len² memory and time whatever the real lengths are. No dropout.
     """
-    from tzrec.kernels.jagged import dense_to_jagged, jagged_to_padded_dense
-
-    total, heads, attn_dim = q.shape
-    hidden_dim = v.shape[-1]
-    batch = seq_offsets.numel() - 1
-    lengths = seq_offsets[1:] - seq_offsets[:-1]
-    pq = jagged_to_padded_dense(_flat(q), seq_offsets, max_seq_len)
-    pk = jagged_to_padded_dense(_flat(k), seq_offsets, max_seq_len)
-    pv = jagged_to_padded_dense(_flat(v), seq_offsets, max_seq_len)
-    pq = pq.view(batch, max_seq_len, heads, attn_dim)
-    pk = pk.view(batch, max_seq_len, heads, attn_dim)
-    pv = pv.view(batch, max_seq_len, heads, hidden_dim)
-    qk = torch.einsum("bnhd,bmhd->bhnm", pq, pk) * alpha
-    attn = F.silu(qk) / max_seq_len
-    idx = torch.arange(max_seq_len, device=q.device)
-    targets = torch.zeros_like(lengths) if num_targets is None else num_targets
-    mask = attention_visibility(
-        idx.view(1, -1, 1),
-        idx.view(1, 1, -1),
-        lengths.view(-1, 1, 1),
-        targets.view(-1, 1, 1),
-        contextual_seq_len,
-        max_attn_len,
+    return _padded_rows(
+        max_seq_len,
+        max_seq_len,
+        alpha,
+        q,
+        k,
+        v,
+        seq_offsets,
         causal,
+        num_targets,
+        max_attn_len,
+        contextual_seq_len,
     )
-    attn = attn * mask.unsqueeze(1).to(attn.dtype)
-    out = torch.einsum("bhnm,bmhd->bnhd", attn, pv)
-    out = dense_to_jagged(out.reshape(batch, max_seq_len, heads * hidden_dim), seq_offsets, total)
-    return out.view(total, heads, hidden_dim)
 
 
 def _jagged_hstu_mha_rows(
@@ -222,7 +206,11 @@ def _padded_rows(
     max_attn_len: int,
     contextual_seq_len: int,
 ) -> torch.Tensor:
-    """Forward padded to the batch's longest row, divided by ``max_seq_len`` (TorchScript)."""
+    """Attention padded to ``longest`` (≥ every row), divided by ``max_seq_len``.
+
+    Shared by :func:`padded_hstu_mha` (``longest == max_seq_len``), the scripted serving path
+    and the export op (both pad to the batch's longest row); TorchScript compiles it.
+    """
     lengths = seq_offsets[1:] - seq_offsets[:-1]
     batch = lengths.shape[0]
     total = q.shape[0]
@@ -263,11 +251,6 @@ def scripted_jagged_hstu_mha(*args):
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
             _SCRIPTED.append(torch.jit.script(_jagged_hstu_mha_rows))
     return _SCRIPTED[0](*args)
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """(total, H, D) -> (total, H*D), also for total == 0."""
-    return x.reshape(x.shape[0], x.shape[1] * x.shape[2])
 
 
 def _row_blocks(n: int, t: int, c: int, m: int, causal: bool) -> list[tuple[int, int, int, bool]]:

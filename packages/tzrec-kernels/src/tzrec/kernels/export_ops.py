@@ -31,10 +31,10 @@ def hstu_mha_fwd(
     """Forward of HSTU attention (serving: no dropout, no autograd), padded or jagged.
 
     Rows of similar length (padding would add less than half the work) run padded to the
-    batch's longest row, in a few large matmuls; uneven rows run the jagged row loop. The
-    padded result is rescaled so attention is still divided by ``max_seq_len``.
+    batch's longest row, in a few large matmuls (still divided by ``max_seq_len``); uneven
+    rows run the jagged row loop.
     """
-    from tzrec.kernels.attention import hstu_mha, padded_hstu_mha
+    from tzrec.kernels.attention import _padded_rows, hstu_mha
     from tzrec.kernels.kernel import Kernel
 
     lengths = (seq_offsets[1:] - seq_offsets[:-1]).to(torch.int64)
@@ -42,19 +42,19 @@ def hstu_mha_fwd(
     work = int((lengths * lengths).sum())
     with torch.no_grad():
         if longest > 0 and 2 * work >= lengths.numel() * longest * longest:
-            out = padded_hstu_mha(
+            return _padded_rows(
+                max_seq_len,
                 longest,
                 alpha,
                 q,
                 k,
                 v,
                 seq_offsets,
-                causal=causal,
-                num_targets=num_targets,
-                max_attn_len=max_attn_len,
-                contextual_seq_len=contextual_seq_len,
+                causal,
+                num_targets,
+                max_attn_len,
+                contextual_seq_len,
             )
-            return out * (longest / max_seq_len)
         return hstu_mha(
             max_seq_len,
             alpha,
