@@ -319,3 +319,97 @@ def test_candidate_negatives_are_capped_to_fit_sequence_length(
     assert "would not fit sequence_length 5" in caplog.text
     with pytest.raises(ConfigError, match=r"needs at least 4 candidate items, but 'cand_seq'"):
         list(ParquetDataset(dc, features(3), path, mode="train"))
+
+
+def _sampler_features(feature_configs, dc):
+    return create_features(
+        feature_configs(
+            'id_feature {feature_name: "user_id" embedding_dim: 4 num_buckets: 100}',
+            'id_feature {feature_name: "item_id" embedding_dim: 4 num_buckets: 100}',
+            'id_feature {feature_name: "cat" embedding_dim: 4 num_buckets: 100 '
+            'expression: "item:cat_id"}',
+        ),
+        dc,
+    )
+
+
+def test_negative_features_derive_from_the_config_alone(tmp_path, feature_configs, data_config):
+    # no data file exists: the sampler's attr_fields alone mark the __NEG__ features, as
+    # upstream's create_features(neg_fields=attr_fields) does (an expression column counts)
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 4 negative_sampler {input_path: "nowhere" '
+        'num_sample: 6 attr_fields: "item_id" attr_fields: "cat_id" item_id_field: "item_id"}'
+    )
+    fs = _sampler_features(feature_configs, dc)
+    assert {f.name: f.data_group for f in fs} == {
+        "user_id": "__BASE__",
+        "item_id": "__NEG__",
+        "cat": "__NEG__",
+    }
+    # without a sampler nothing is a negative feature
+    plain = _sampler_features(feature_configs, data_config("batch_size: 4"))
+    assert [f.is_neg for f in plain] == [False, False, False]
+
+
+def test_candidate_sequence_sampler_marks_no_negative_features(feature_configs, data_config):
+    dc = data_config(
+        'negative_sampler {input_path: "nowhere" num_sample: 4 attr_fields: "video_id" '
+        'item_id_field: "cand_seq__video_id"}'
+    )
+    fs = create_features(
+        feature_configs(
+            'sequence_feature {sequence_name: "cand_seq" sequence_length: 50 '
+            'features {id_feature {feature_name: "video_id" embedding_dim: 4 num_buckets: 9}}}',
+            'id_feature {feature_name: "video_id" embedding_dim: 4 num_buckets: 9}',
+        ),
+        dc,
+    )
+    # negatives join the candidate sequence, so even the scalar 'video_id' stays __BASE__
+    assert [f.is_neg for f in fs] == [False, False]
+
+
+def test_reader_refuses_features_not_built_from_its_sampler_config(
+    tmp_path, feature_configs, data_config, write_parquet
+):
+    path = write_items_parquet_data(write_parquet)
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 4 label_fields: "label" '
+        f'negative_sampler {{input_path: "{items_file(tmp_path)}" num_sample: 6 '
+        'attr_fields: "item_id" item_id_field: "item_id"}'
+    )
+    fs = create_features(
+        feature_configs('id_feature {feature_name: "item_id" embedding_dim: 4 num_buckets: 100}')
+    )
+    with pytest.raises(ConfigError, match=r"^feature 'item_id' is not marked .*negative_sampler"):
+        ParquetDataset(dc, fs, path, mode="train")
+    # the reader leaves the caller's features as they are: what the model builds on
+    good = create_features(
+        feature_configs('id_feature {feature_name: "item_id" embedding_dim: 4 num_buckets: 100}'),
+        dc,
+    )
+    ds = ParquetDataset(dc, good, path, mode="eval")
+    assert [f.is_neg for f in ds.features] == [f.is_neg for f in good] == [True]
+
+
+def test_data_modules_import_no_higher_layer():
+    # the contract of pyproject's [tool.importlinter], checked here with its graph library so
+    # the package's own tests catch a returning cycle (function-level imports included)
+    import grimp
+
+    graph = grimp.build_graph("tzrec")
+    illegal = graph.find_illegal_dependencies_for_layers(
+        layers=(
+            "plugin",
+            "readers",
+            "samplers",
+            "parser",
+            "features",
+            "batch",
+            grimp.Layer("arrow_utils", "io", independent=True),
+        ),
+        containers={"tzrec.data"},
+    )
+    assert not illegal, [(d.importer, d.imported) for d in illegal]
+    assert not graph.find_modules_that_directly_import("tzrec.data.readers.base") & {
+        m for m in graph.modules if m.startswith("tzrec.data.samplers")
+    }

@@ -1,7 +1,6 @@
 """tzrec.data: features, parquet/csv readers, ``Batch`` and negative samplers."""
 
 from tzrec.data.batch import Batch
-from tzrec.data.candidates import combine_neg_as_candidate_sequence
 from tzrec.data.features import (
     BASE_DATA_GROUP,
     NEG_DATA_GROUP,
@@ -18,6 +17,7 @@ from tzrec.data.readers import (
     ParquetDataset,
     create_dataloader,
 )
+from tzrec.data.samplers import combine_neg_as_candidate_sequence
 
 __all__ = [
     "BASE_DATA_GROUP",

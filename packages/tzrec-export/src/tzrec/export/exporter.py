@@ -107,17 +107,12 @@ def load_trained_model(
     from tzrec.core.engine.trainer import (
         STATE_DIR,
         TrainWrapper,
-        build_dataset,
         build_model,
         dataset_class,
     )
 
+    # the config alone marks the item features negatives extend, as in training
     features = dataset_class(config).create_features(config.feature_configs, config.data_config)
-    path = config.train_input_path or config.eval_input_path
-    if which_oneof(config.data_config, "sampler") is not None and path:
-        # the dataset marks the item features negatives extend, as in training (the model's
-        # tables are grouped by those rows)
-        features = build_dataset(config, features, path, "eval").features
     model = build_model(config, features)
     wrapper = TrainWrapper(model)
     state = {"model": wrapper.state_dict()}

@@ -115,7 +115,8 @@ class BaseFeature:
             self.sequence_length = None
         if not config.feature_name:
             raise ConfigError(f"{kind}: feature_name is required")
-        #: Set by the dataset when a sampler appends negatives to this feature's column.
+        #: Whether a sampler appends negatives to this feature's rows; set from the config's
+        #: sampler by :func:`~tzrec.data.features.create_features` (the reader only checks it).
         self.is_neg = False
         #: The column actually read; resolved against a file schema by the reader.
         self.input_name = self.input_names[0]

@@ -72,7 +72,42 @@ def create_features(
                 f"{where}: {kind} is not supported by tzrec-data "
                 f"(supported: {', '.join(list(_CLASSES) + ['sequence_feature'])})"
             )
+    negatives = negative_feature_names(features, data_config)
+    for feat in features:
+        feat.is_neg = feat.name in negatives
     return features
+
+
+def candidate_feature(features: Iterable[BaseFeature], item_id_field: str) -> BaseFeature | None:
+    """The sequence feature reading a sampler's ``item_id_field``, if any.
+
+    When the positives are a sequence (generative retrieval), negatives join each row's
+    candidate sequence instead of being appended as extra rows.
+    """
+    for f in features:
+        if f.is_sequence and item_id_field in f.input_names:
+            return f
+    return None
+
+
+def negative_feature_names(features: list[BaseFeature], data_config: Any | None) -> set[str]:
+    """Names of the features whose rows a configured sampler extends with negatives.
+
+    Derived from the config alone, as upstream: a feature reading one of the sampler's
+    ``attr_fields`` is a negative (``__NEG__``) feature, unless the sampler's
+    ``item_id_field`` is a sequence (negatives then join that candidate sequence).
+    """
+    if data_config is None:
+        return set()
+    chosen = which_oneof(data_config, "sampler")
+    if chosen is None:
+        return set()
+    cfg = chosen[1]
+    attrs = set(getattr(cfg, "attr_fields", []))
+    item_field = getattr(cfg, "item_id_field", "")
+    if not attrs or (item_field and candidate_feature(features, item_field) is not None):
+        return set()
+    return {f.name for f in features if attrs & set(f.input_names)}
 
 
 def _add(features: list[BaseFeature], seen: dict[str, str], feat: BaseFeature, where: str):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import glob
 import logging
 import multiprocessing as mp
 import os
@@ -12,17 +11,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import arrow_utils as au
 from tzrec.data.batch import Batch
-from tzrec.data.candidates import combine_neg_as_candidate_sequence
-from tzrec.data.features.base import SEQ_SEP, BaseFeature
+from tzrec.data.features.base import BaseFeature
+from tzrec.data.io import expand_input_path, get_rank_world
 from tzrec.data.parser import DataParser
+from tzrec.data.samplers.join import NegativeJoin, build_negative_join
 
 logger = logging.getLogger(__name__)
 
@@ -32,37 +30,6 @@ ALL_COLUMNS = "ALL_COLUMNS"
 BAD_ROW_POLICIES = ("error", "skip")
 #: Environment variable that sets the bad-row policy when the constructor does not.
 BAD_ROWS_ENV = "TZREC_DATA_BAD_ROWS"
-
-
-def expand_input_path(input_path: str) -> list[str]:
-    """Files named by a comma-separated list of paths, globs and directories (sorted)."""
-    files: list[str] = []
-    for part in (p.strip() for p in input_path.split(",")):
-        if not part:
-            continue
-        if any(c in part for c in "*?["):
-            matched = sorted(glob.glob(part))
-            if not matched:
-                raise DataError(f"input path {part}: the pattern matches no file")
-            files.extend(m for m in matched if os.path.isfile(m))
-        elif os.path.isdir(part):
-            files.extend(
-                sorted(
-                    os.path.join(part, n) for n in os.listdir(part) if not n.startswith((".", "_"))
-                )
-            )
-        elif os.path.exists(part):
-            files.append(part)
-        else:
-            raise DataError(f"input path {part}: no such file or directory")
-    return files
-
-
-def get_rank_world() -> tuple[int, int]:
-    """(rank, world_size) from torch.distributed when initialised, else RANK/WORLD_SIZE."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class BaseDataset(IterableDataset):
@@ -225,72 +192,17 @@ class BaseDataset(IterableDataset):
                 raise DataError(f"{path}: column '{c}' is missing (label/weight/reserved)")
 
     def _init_sampler(self) -> None:
-        self._sampler = None
-        self._sampler_columns: list[str] = []
-        self._candidate: dict[str, Any] | None = None
-        chosen = which_oneof(self.data_config, "sampler")
-        if chosen is None or self.mode == "predict":
-            return
-        name, cfg = chosen
-        from tzrec.core.config import provided_by
-        from tzrec.core.plugins import get
-
-        cls = get("samplers", name, provided_by(self.data_config, name))
-        cfg = copy.deepcopy(cfg)
-        item_field = cfg.item_id_field
-        by_input = {f.input_name: f for f in self.features}
-        cand_feat = by_input.get(item_field)
-        names = set(self._schema_names or [])
-        if cand_feat is not None and cand_feat.is_sequence:
-            # generative retrieval: negatives join the candidate sequence of each row
-            prefix = ""
-            if SEQ_SEP in item_field and cand_feat.is_grouped_sequence:
-                prefix = f"{cand_feat.sequence_name}{SEQ_SEP}"
-            seq_inputs = {
-                f.input_name: f
-                for f in self.features
-                if f.is_sequence
-                and f.input_name.startswith(prefix)
-                and (not prefix or f.sequence_name == cand_feat.sequence_name)
-            }
-            attrs = []
-            for a in cfg.attr_fields:
-                if a in names or a in seq_inputs or not prefix:
-                    attrs.append(a)
-                elif prefix + a in seq_inputs:
-                    attrs.append(prefix + a)
-                else:
-                    attrs.append(a)
-            del cfg.attr_fields[:]
-            cfg.attr_fields.extend(attrs)
-            self._candidate = {
-                "max_len": cand_feat.sequence_length,
-                "name": cand_feat.sequence_name or cand_feat.name,
-                "delim": cand_feat.sequence_delim,
-                "attrs": [a for a in attrs if a in seq_inputs],
-            }
-        fields = []
-        schema = self._schema()
-        for a in cfg.attr_fields:
-            if schema is not None and a in schema.names:
-                fields.append(schema.field(a))
-        self._sampler = cls(
-            cfg,
-            fields,
-            self.batch_size,
-            is_training=self.is_training,
-            multival_sep=getattr(self.data_config, "fg_encoded_multival_sep", "\x03"),
-        )
-        self._sampler_columns = [item_field]
-        user_field = getattr(cfg, "user_id_field", "")
-        if user_field:
-            self._sampler_columns.append(user_field)
-        self._sampler_columns += [a for a in cfg.attr_fields if a in names]
-        if self._candidate is None:
-            attr_set = set(cfg.attr_fields)
-            for f in self.features:
-                if f.input_name in attr_set:
-                    f.is_neg = True
+        self._negatives: NegativeJoin | None = None
+        if self.mode != "predict":
+            self._negatives = build_negative_join(
+                self.data_config,
+                self.features,
+                self._schema_names,
+                self._schema(),
+                self.batch_size,
+                self.is_training,
+            )
+        self._sampler_columns = self._negatives.columns if self._negatives else []
 
     def _schema(self) -> pa.Schema | None:
         return None
@@ -334,8 +246,8 @@ class BaseDataset(IterableDataset):
         else:
             my_units = units[shard::num_shards]
         rng = np.random.default_rng([self.seed, epoch, shard])
-        if self._sampler is not None:
-            self._sampler.set_seed(int(rng.integers(1 << 62)))
+        if self._negatives is not None:
+            self._negatives.set_seed(int(rng.integers(1 << 62)))
         columns = self._needed_columns()
         stream = self._stream(my_units, columns, stripe)
         if self.shuffle:
@@ -434,84 +346,11 @@ class BaseDataset(IterableDataset):
         num_rows = table.num_rows
         columns = {name: au.combine(table.column(name)) for name in table.column_names}
         infos = {}
-        if self._sampler is not None:
-            infos = self._sample(columns, num_rows)
+        if self._negatives is not None:
+            infos = self._negatives.apply(columns)
         batch = self._parser.parse(columns, num_rows)
         batch.additional_infos.update(infos)
         return batch
-
-    def _sample(self, columns: dict[str, pa.Array], num_rows: int) -> dict[str, torch.Tensor]:
-        from tzrec.data.samplers.base import build_sampler_input
-
-        sampler = self._sampler
-        delim = self._candidate["delim"] if self._candidate else sampler.item_id_delim
-        inputs, pos_lists = build_sampler_input(
-            columns, sampler.item_id_field, sampler.user_id_field, delim
-        )
-        infos: dict[str, torch.Tensor] = {}
-        if self._candidate is not None:
-            num_pos = len(inputs[sampler.item_id_field])
-            per_pos = max(1, -(-sampler.num_sample // max(num_pos, 1)))
-            max_len = self._candidate.get("max_len")
-            if max_len and num_pos:
-                longest = max(int(pc.max(pc.list_value_length(pos_lists)).as_py() or 0), 1)
-                fit = max_len // longest - 1
-                if fit < 1:
-                    raise ConfigError(
-                        f"negative_sampler: a row with {longest} positives needs at least "
-                        f"{2 * longest} candidate items, but '{self._candidate['name']}' keeps "
-                        f"only sequence_length {max_len}; truncation would drop positives"
-                    )
-                if per_pos > fit:
-                    if not self._candidate.get("warned"):
-                        logger.warning(
-                            "negative_sampler: %d negatives per positive would not fit "
-                            "sequence_length %d of '%s' (a small batch spreads num_sample %d "
-                            "over %d positives); using %d",
-                            per_pos,
-                            max_len,
-                            self._candidate["name"],
-                            sampler.num_sample,
-                            num_pos,
-                            fit,
-                        )
-                        self._candidate["warned"] = True
-                    per_pos = fit
-            sampled = sampler.get(inputs, num_sample=num_pos * per_pos, exact=True)
-            sampled.pop("hard_neg_indices", None)
-            for attr in self._candidate["attrs"]:
-                if attr not in sampled:
-                    continue
-                pos = (
-                    pos_lists
-                    if attr == sampler.item_id_field
-                    else au.to_list_array(columns[attr], self._candidate["delim"])
-                )
-                columns[attr] = combine_neg_as_candidate_sequence(
-                    pos, sampled[attr], per_pos, self._candidate["delim"]
-                )
-            return infos
-        sampled = sampler.get(inputs)
-        hard = sampled.pop("hard_neg_indices", None)
-        if hard is not None:
-            infos["hard_neg_indices"] = torch.from_numpy(np.asarray(hard, dtype=np.int64))
-        for name, neg in sampled.items():
-            if name not in columns:
-                continue
-            base = columns[name]
-            columns[name] = pa.concat_arrays([base, _cast_like(neg, base.type)])
-        return infos
-
-
-def _cast_like(neg: pa.Array, t: pa.DataType) -> pa.Array:
-    if neg.type == t:
-        return neg
-    if au.is_listlike(t) and au.is_stringlike(neg.type):
-        raise DataError(f"sampled attribute of type {neg.type} cannot join a {t} column")
-    try:
-        return neg.cast(t)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise DataError(f"sampled attribute values do not fit column type {t}: {err}") from None
 
 
 def create_dataloader(dataset: BaseDataset, pin_memory: bool | None = None) -> DataLoader:
@@ -533,4 +372,4 @@ def create_dataloader(dataset: BaseDataset, pin_memory: bool | None = None) -> D
     )
 
 
-__all__ = ["BaseDataset", "create_dataloader", "expand_input_path", "get_rank_world", "pc"]
+__all__ = ["BaseDataset", "create_dataloader", "expand_input_path", "get_rank_world"]

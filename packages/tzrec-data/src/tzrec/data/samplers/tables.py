@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from tzrec.core.errors import DataError
 from tzrec.data import arrow_utils as au
 from tzrec.data.features.base import SEQ_SEP
+from tzrec.data.io import expand_input_path
 
 _TEXT_TYPES = {
     "int64": pa.int64(),
@@ -22,12 +23,6 @@ _TEXT_TYPES = {
     "double": pa.float64(),
     "string": pa.string(),
 }
-
-
-def _files(path: str) -> list[str]:
-    from tzrec.data.readers.base import expand_input_path
-
-    return expand_input_path(path)
 
 
 def _is_parquet(path: str) -> bool:
@@ -42,7 +37,7 @@ def read_table(path: str, field_delimiter: str | None = None) -> pa.Table:
     ``field_delimiter`` says otherwise. Parquet files use the same column names.
     """
     tables = []
-    for f in _files(path):
+    for f in expand_input_path(path):
         tables.append(pq.read_table(f) if _is_parquet(f) else _read_text(f, field_delimiter))
     if not tables:
         raise DataError(f"sampler table {path}: no files")
