@@ -20,11 +20,9 @@ from tzrec.core.commands import (
 )
 from tzrec.core.config import (
     load_pipeline_config,
-    provided_by,
     validate_pipeline_config,
-    which_oneof,
 )
-from tzrec.core.errors import ConfigError, PluginError
+from tzrec.core.errors import PluginError
 from tzrec.protos import pipeline_pb2
 
 logger = logging.getLogger(__name__)
@@ -64,12 +62,9 @@ class PluginsCommand(Command):
 
 def resolve_model(config: pipeline_pb2.EasyRecConfig) -> tuple[str, object]:
     """The config's model name and the class an installed plugin registers for it."""
-    mc = config.model_config
-    chosen = which_oneof(mc, "model")
-    if chosen is None:
-        raise ConfigError("model_config sets no model")
-    name = chosen[0]
-    return name, plugins.get("models", name, provided_by(mc, name))
+    from tzrec.core.build import model_class
+
+    return model_class(config)
 
 
 def load_for_command(
@@ -84,7 +79,10 @@ def load_for_command(
         if value:
             setattr(config, flag, value)
     validate_pipeline_config(
-        config, args.pipeline_config_path, require_input_paths=require_input_paths
+        config,
+        args.pipeline_config_path,
+        require_input_paths=require_input_paths,
+        allow_unsupported_fields=getattr(args, "allow_unsupported_fields", False) or None,
     )
     return config
 
@@ -145,10 +143,10 @@ class EvalCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """Evaluate a checkpoint and append the metrics to ``eval_result_filename``."""
-        from tzrec.core.engine.trainer import evaluate
-
         config = load_for_command(args)
         resolve_model(config)
+        from tzrec.core.engine.loop import evaluate  # after the config checks: torch
+
         result = evaluate(config, args.checkpoint_path, args.eval_result_filename)
         if _is_rank_zero():
             print(
@@ -221,7 +219,7 @@ def _metrics_line(metrics: dict[str, float]) -> str:
 
 
 def _train(config: pipeline_pb2.EasyRecConfig, args: argparse.Namespace) -> dict:
-    from tzrec.core.engine.trainer import train_and_evaluate
+    from tzrec.core.engine.loop import train_and_evaluate
 
     return train_and_evaluate(
         config,
