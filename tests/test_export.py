@@ -12,9 +12,9 @@ from export_testing import assert_outputs_close, random_inputs
 from synthetic_data import write_din_data, write_dssm_data
 from tzrec_testing import REPO_ROOT
 
+from tzrec.core.build import build_dataset
 from tzrec.core.cli import main
 from tzrec.core.config import load_pipeline_config
-from tzrec.core.engine.trainer import build_dataset
 from tzrec.export.artifact import load_exported
 from tzrec.export.exporter import load_trained_model, resolve_checkpoint
 from tzrec.export.wrappers import export_modules
@@ -328,7 +328,7 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
 
 
 def test_serving_lookups_cover_wide_groups_and_mean_pooling(din):
-    from tzrec.core.engine.trainer import build_dataset as build
+    from tzrec.core.build import build_dataset as build
     from tzrec.data import create_features
     from tzrec.models.embedding import EmbeddingGroup
     from tzrec.protos import model_pb2
@@ -384,3 +384,57 @@ def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path
     args = ["predict", "--pipeline_config_path", config, "--predict_output_path", str(eager)]
     assert main([*args, *common]) == 1
     assert "one of item_tower, user_tower (got none)" in one_line_error(capsys)
+
+
+def test_export_refuses_a_model_with_nan_parameters_in_one_line(
+    dssm, tmp_path, capsys, monkeypatch
+):
+    import tzrec.export.exporter as exporter
+
+    _, model_dir = dssm
+    load = exporter.load_trained_model
+    poisoned = []
+
+    def diverged(config, checkpoint):
+        model, features = load(config, checkpoint)
+        name, param = next(iter(model.named_parameters()))
+        with torch.no_grad():
+            param.view(-1)[:3] = float("nan")
+        poisoned.append(name)
+        return model, features
+
+    monkeypatch.setattr(exporter, "load_trained_model", diverged)
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 1
+    line = one_line_error(capsys)
+    assert f"parameter '{poisoned[0]}' holds 3 of" in line and "non-finite" in line, line
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_predict_counts_and_reports_nan_outputs(dssm, tmp_path, caplog):
+    from tzrec.export.artifact import ExportedModel
+    from tzrec.export.predict import predict
+
+    paths, model_dir = dssm
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    real = load_exported(out / "user_tower")
+
+    def half_nan(inputs):
+        emb = real(inputs)["user_tower_emb"].clone()
+        emb[::2, 0] = float("nan")
+        return {"user_tower_emb": emb}
+
+    model = ExportedModel(real.path, real.meta, half_nan, config=real.config)
+    pred = tmp_path / "pred.parquet"
+    stats = predict(model, paths["eval"], str(pred), batch_size=10)
+    emb = np.asarray(pq.read_table(pred).column("user_tower_emb").to_pylist())
+    expected = int(np.isnan(emb).any(axis=1).sum())
+    assert expected == sum((n + 1) // 2 for n in _batch_sizes(emb.shape[0], 10))
+    assert stats["rows_nonfinite"] == expected
+    assert stats["nonfinite_by_column"] == {"user_tower_emb": expected}
+    assert f"user_tower_emb: {expected} rows" in caplog.text
+
+
+def _batch_sizes(rows: int, batch: int) -> list[int]:
+    return [min(batch, rows - i) for i in range(0, rows, batch)]

@@ -69,11 +69,43 @@ def _describe(path: Path) -> str:
     return ""
 
 
+def _load_file(path: Path, loader: Any) -> Any:
+    """``loader(path)``, with a missing or unreadable file reported in one line naming it.
+
+    Raises:
+        ConfigError: the file is missing, truncated or not what its name says.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing from the exported model directory; re-export it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            return loader(str(path))
+    except Exception as e:  # torch raises RuntimeError/ValueError/zipfile errors alike
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        reason = lines[0][:200] if lines else type(e).__name__
+        raise ConfigError(
+            f"{path}: cannot be loaded, the file is corrupt or truncated ({reason}); "
+            "re-export the model"
+        ) from None
+
+
+def _read_meta(meta_file: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{meta_file}: not valid JSON ({e}); re-export the model") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{meta_file}: expected a JSON object; re-export the model")
+    return meta
+
+
 def load_exported(path: str | Path) -> ExportedModel:
     """Load ``scripted_model.pt`` or the AOT pair from an export (tower) directory.
 
     Raises:
-        ConfigError: not an export directory (names the towers inside a match export).
+        ConfigError: not an export directory (names the towers inside a match export), or
+            a missing/corrupt artefact file (named).
     """
     path = Path(path)
     if not path.is_dir():
@@ -81,20 +113,16 @@ def load_exported(path: str | Path) -> ExportedModel:
     meta_file = path / META_FILE
     if not meta_file.is_file():
         raise ConfigError(f"{path}: not an exported model (no {META_FILE}){_describe(path)}")
-    meta = json.loads(meta_file.read_text())
+    meta = _read_meta(meta_file)
     if meta.get("format") == "aot":
         import tzrec.kernels  # noqa: F401  (registers the tzrec:: ops AOT programs call)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            sparse = torch.jit.load(str(path / SCRIPTED_SPARSE), map_location="cpu")
-        dense = torch.export.load(str(path / AOT_DENSE)).module()
+        sparse = _load_file(path / SCRIPTED_SPARSE, lambda p: torch.jit.load(p, map_location="cpu"))
+        dense = _load_file(path / AOT_DENSE, lambda p: torch.export.load(p).module())
 
         def fn(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return dense(sparse(inputs))
 
         return ExportedModel(path, meta, fn)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-        scripted = torch.jit.load(str(path / SCRIPTED), map_location="cpu")
+    scripted = _load_file(path / SCRIPTED, lambda p: torch.jit.load(p, map_location="cpu"))
     return ExportedModel(path, meta, scripted)

@@ -96,7 +96,14 @@ class PredictCommand(Command):
             help="with a checkpoint of a match model: user_tower or item_tower",
         )
         parser.add_argument("--predict_input_path", required=True, help="parquet/csv input")
-        parser.add_argument("--predict_output_path", required=True, help="parquet output")
+        parser.add_argument(
+            "--predict_output_path",
+            required=True,
+            help="a directory of part-N.parquet files, or one file when it ends in .parquet",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing predict output"
+        )
         parser.add_argument(
             "--reserved_columns", default=None, help="input columns copied to the output"
         )
@@ -115,8 +122,10 @@ class PredictCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """Predict with an exported model, writing parquet."""
-        from tzrec.export.predict import predict
+        from tzrec.export.predict import check_output, predict
 
+        # before any input is read (a checkpoint's module reads sample rows)
+        check_output(args.predict_output_path, args.overwrite, "--predict_output_path")
         model: Any = args.scripted_model_path
         if not model:
             if not (args.checkpoint_path or args.pipeline_config_path):
@@ -153,10 +162,15 @@ class PredictCommand(Command):
             num_workers=args.predict_threads,
             dataset_type=args.dataset_type,
             max_steps=args.predict_steps,
+            overwrite=args.overwrite,
         )
+        nonfinite = ""
+        if stats["rows_nonfinite"]:
+            cols = ", ".join(f"{c} {n}" for c, n in stats["nonfinite_by_column"].items())
+            nonfinite = f", {stats['rows_nonfinite']} with NaN/inf outputs ({cols})"
         print(
             f"tzrec predict: {stats['rows_in']} rows in, {stats['rows_out']} rows out "
-            f"({stats['rows_skipped']} skipped) -> {args.predict_output_path}"
+            f"({stats['rows_skipped']} skipped{nonfinite}) -> {args.predict_output_path}"
         )
         return 0
 

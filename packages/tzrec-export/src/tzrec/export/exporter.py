@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,20 @@ from tzrec.export.artifact import (
     ExportedModel,
     load_exported,
 )
+from tzrec.export.atomic import (
+    TMP_TAG,
+    OutputError,
+    describe_os_error,
+    fsync_tree,
+    output_lock,
+    recover,
+    swap_in,
+    unique_name,
+    write_file,
+)
 from tzrec.export.scripting import (
     export_dense,
+    save_exported_program,
     save_torchscript,
     script_sparse,
     to_torchscript,
@@ -54,6 +65,11 @@ PARITY_ATOL = 1e-5
 ITEM_TOWER = "item_tower"
 
 
+def tower_dir_name(tower: str) -> str:
+    """The sub-directory of ``export_dir`` a tower is written to (``""``: a whole model)."""
+    return tower
+
+
 def resolve_checkpoint(config: pipeline_pb2.EasyRecConfig, checkpoint_path: str | None) -> Path:
     """The checkpoint to export: ``checkpoint_path``, else by ``export_config.exporter_type``.
 
@@ -61,36 +77,18 @@ def resolve_checkpoint(config: pipeline_pb2.EasyRecConfig, checkpoint_path: str 
     evaluation in ``train_eval_result.txt`` is best on ``best_exporter_metric``.
 
     Raises:
-        ConfigError: no complete checkpoint.
+        CheckpointError: no complete checkpoint.
     """
-    from tzrec.core.engine.checkpoint import CheckpointManager
+    from tzrec.core.engine.checkpoint import CheckpointStore
 
-    manager = CheckpointManager(config.model_dir, is_writer=False)
-    path = manager.require(checkpoint_path, "export")
     ec = config.export_config
-    if checkpoint_path is None and ec.exporter_type == "best":
-        best = _best_checkpoint(manager, ec.best_exporter_metric, ec.metric_larger_is_better)
-        if best is not None:
-            return best
-        logger.warning("exporter_type best: no evaluated checkpoint found, exporting latest")
-    return path
-
-
-def _best_checkpoint(manager: Any, metric: str, larger: bool) -> Path | None:
-    results = manager.model_dir / "train_eval_result.txt"
-    if not results.is_file():
-        return None
-    available = {step: path for step, path in manager.checkpoints()}
-    scored = []
-    for line in results.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        step = row.get("global_step")
-        if metric in row and step in available:
-            scored.append((row[metric] if larger else -row[metric], step))
-    return available[max(scored)[1]] if scored else None
+    return CheckpointStore(config.model_dir).select(
+        checkpoint_path,
+        "export",
+        ec.exporter_type,
+        ec.best_exporter_metric,
+        ec.metric_larger_is_better,
+    )
 
 
 def load_trained_model(
@@ -99,31 +97,21 @@ def load_trained_model(
     """Build the configured model (unsharded, on CPU) and load a checkpoint into it.
 
     Raises:
-        ConfigError: the checkpoint was written by a model of another shape/config.
+        CheckpointError: the checkpoint is corrupt or was written by a model of another
+            shape/config.
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException
+    from tzrec.core import build
+    from tzrec.core.engine.checkpoint import load
+    from tzrec.core.engine.engine import TrainWrapper
 
-    from tzrec.core.engine.trainer import (
-        STATE_DIR,
-        TrainWrapper,
-        build_model,
-        dataset_class,
-    )
-
-    # the config alone marks the item features negatives extend, as in training
-    features = dataset_class(config).create_features(config.feature_configs, config.data_config)
-    model = build_model(config, features)
-    wrapper = TrainWrapper(model)
-    state = {"model": wrapper.state_dict()}
-    try:
-        dcp.load(state, checkpoint_id=str(checkpoint / STATE_DIR), no_dist=True)
-    except (Exception, CheckpointException) as e:  # the latter is a BaseException
-        raise ConfigError(
-            f"{checkpoint}: checkpoint does not match this model ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:300]}); was it trained with a different config?"
-        ) from None
-    wrapper.load_state_dict(state["model"])
+    features = build.create_features(config)
+    path = config.train_input_path or config.eval_input_path
+    if which_oneof(config.data_config, "sampler") is not None and path:
+        # the dataset marks the item features negatives extend, as in training (the model's
+        # tables are grouped by those rows)
+        features = build.build_dataset(config, features, path, "eval").features
+    model = build.build_model(config, features)
+    load(checkpoint, TrainWrapper(model))
     model.eval()
     return model, features
 
@@ -171,7 +159,7 @@ def sample_inputs(
     Raises:
         DataError: the input lacks a column the artefact reads, or holds no rows.
     """
-    from tzrec.core.engine.trainer import build_dataset, dataset_class
+    from tzrec.core.build import build_dataset, dataset_class
 
     cfg = pipeline_pb2.EasyRecConfig()
     cfg.CopyFrom(config)
@@ -197,6 +185,12 @@ def _input_for(config: pipeline_pb2.EasyRecConfig, name: str, item_input_path: s
 
 
 def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |b - a| over the outputs of ``a``; any NaN/inf in either is a failure.
+
+    Raises:
+        ConfigError: a missing output, a shape mismatch, or a non-finite value on either
+            side (a NaN never compares as "close", so it cannot pass as a zero difference).
+    """
     worst = 0.0
     for key, ref in a.items():
         if key not in b:
@@ -206,9 +200,40 @@ def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
             raise ConfigError(
                 f"exported output '{key}' has shape {tuple(got.shape)}, eager {tuple(ref.shape)}"
             )
-        if ref.numel():
-            worst = max(worst, float((got.double() - ref.double()).abs().max()))
+        if not ref.numel():
+            continue
+        bad_eager = int((~torch.isfinite(ref)).sum())
+        bad_exported = int((~torch.isfinite(got)).sum())
+        if bad_eager or bad_exported:
+            raise ConfigError(
+                f"output '{key}' is not finite on the parity rows: {bad_exported} NaN/inf "
+                f"values exported, {bad_eager} eager, of {ref.numel()}"
+            )
+        worst = max(worst, float((got.double() - ref.double()).abs().max()))
     return worst
+
+
+def check_finite_parameters(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Refuse a model whose parameters or buffers hold NaN/inf (it would serve NaN).
+
+    Raises:
+        ConfigError: names the first non-finite tensor and how many values are bad.
+    """
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.numel():
+            bad = int((~torch.isfinite(tensor.detach())).sum())
+            if bad:
+                others = sum(
+                    1
+                    for _, t in tensors
+                    if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())
+                )
+                raise ConfigError(
+                    f"{checkpoint}: parameter '{name}' holds {bad} of {tensor.numel()} "
+                    f"non-finite (NaN/inf) values ({others} tensors affected); the model "
+                    "diverged in training and is not exported"
+                )
 
 
 def export_model(
@@ -232,18 +257,46 @@ def export_model(
     if model_dir:
         config.model_dir = model_dir
     out_dir = Path(export_dir)
-    if out_dir.exists() and not overwrite:
-        raise ConfigError(f"--export_dir {out_dir} already exists; pass --overwrite to replace it")
+    try:
+        with output_lock(out_dir, "--export_dir"):
+            recover(out_dir)
+            if out_dir.exists() and not overwrite:
+                raise ConfigError(
+                    f"--export_dir {out_dir} already exists; pass --overwrite to replace it"
+                )
+            return _export_locked(
+                config, out_dir, checkpoint_path, item_input_path, aot, asset_files
+            )
+    except OSError as e:
+        raise OutputError(f"export to {out_dir} failed: {describe_os_error(e)}") from None
+    except RuntimeError as e:  # torch's C++ file I/O errors (c10::Error) are RuntimeErrors
+        text = " ".join(str(e).split())
+        if "PytorchStream" not in text:
+            raise
+        raise OutputError(f"export to {out_dir} failed: {text[-300:]}") from None
+
+
+def _export_locked(
+    config: pipeline_pb2.EasyRecConfig,
+    out_dir: Path,
+    checkpoint_path: str | None,
+    item_input_path: str | None,
+    aot: bool,
+    asset_files: str | None,
+) -> list[Path]:
+    """The export proper, under ``out_dir``'s lock: write a temporary copy, swap it in."""
     checkpoint = resolve_checkpoint(config, checkpoint_path)
     model, _ = load_trained_model(config, checkpoint)
+    check_finite_parameters(model, checkpoint)
     model.set_is_inference(True)  # before any wrapper: towers pick their serving view
     modules = export_modules(model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = unique_name(out_dir, TMP_TAG)
+    tmp.mkdir()
     written: list[Path] = []
     try:
         for module in modules:
-            target = tmp / module.name if module.name else tmp
+            sub = tower_dir_name(module.name)
+            target = tmp / sub if sub else tmp
             target.mkdir(parents=True, exist_ok=True)
             cfg = target_config(config, module)
             path, source = _input_for(config, module.name, item_input_path)
@@ -259,13 +312,12 @@ def export_model(
                     f"exporting {module.name or 'the model'} from {source}: {e}{hint}"
                 ) from None
             write_artefact(module, cfg, inputs, target, aot, checkpoint)
-            written.append(out_dir / module.name if module.name else out_dir)
+            written.append(out_dir / sub if sub else out_dir)
         if asset_files:
             for asset in asset_files.split(","):
                 shutil.copy(asset, tmp / Path(asset).name)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        fsync_tree(tmp)
+        swap_in(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -288,7 +340,7 @@ def write_artefact(
         grouped = module.sparse(inputs)
         if aot:
             save_torchscript(script_sparse(module), target / SCRIPTED_SPARSE)
-            torch.export.save(export_dense(module, grouped), str(target / AOT_DENSE))
+            save_exported_program(export_dense(module, grouped), target / AOT_DENSE)
         else:
             save_torchscript(to_torchscript(module, grouped), target / SCRIPTED)
     save_message(cfg, target / "pipeline.config")
@@ -301,18 +353,21 @@ def write_artefact(
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
     }
-    (target / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_file(target / META_FILE, json.dumps(meta, indent=2).encode())
     loaded = load_exported(target)
     with torch.no_grad():
-        diff = _max_abs_diff(eager, loaded(inputs))
-    if diff > PARITY_ATOL:
+        try:
+            diff = _max_abs_diff(eager, loaded(inputs))
+        except ConfigError as e:
+            raise ConfigError(f"parity check of the exported {label} failed: {e}") from None
+    if not diff <= PARITY_ATOL:  # also False for NaN
         raise ConfigError(
             f"exported {label} differs from the eager model by {diff:.3g} (> {PARITY_ATOL}); "
             "its dense part is not trace-safe"
         )
     meta["parity_max_abs_diff"] = diff
     meta["parity_rows"] = int(next(iter(eager.values())).shape[0])
-    (target / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_file(target / META_FILE, json.dumps(meta, indent=2).encode())
     logger.info(
         "exported %s (%s) in %.1fs, max |exported - eager| = %.2g on %d rows",
         label,
@@ -337,6 +392,7 @@ def load_checkpoint_for_predict(
     """
     checkpoint = resolve_checkpoint(config, checkpoint_path)
     model, _ = load_trained_model(config, checkpoint)
+    check_finite_parameters(model, checkpoint)
     model.set_is_inference(True)
     modules = {m.name: m for m in export_modules(model)}
     if "" in modules:

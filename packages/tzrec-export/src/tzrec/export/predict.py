@@ -12,7 +12,6 @@ and reported; every other row comes out, in input order per reader worker.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.export.artifact import ExportedModel, load_exported
+from tzrec.export.outputs import check_output, parquet_output
 from tzrec.models.inference import inputs_from_batch
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,14 @@ def output_array(value: torch.Tensor, row_lengths: torch.Tensor | None = None) -
     return pa.ListArray.from_arrays(pa.array(offsets), out)
 
 
+def nonfinite_rows(value: torch.Tensor) -> int:
+    """How many rows (axis 0) of one output hold a NaN or inf."""
+    if not value.numel() or not value.is_floating_point():
+        return 0
+    finite = torch.isfinite(value.detach()).reshape(value.shape[0], -1).all(dim=1)
+    return int((~finite).sum())
+
+
 def iter_predictions(
     model: ExportedModel,
     input_path: str,
@@ -61,7 +69,7 @@ def iter_predictions(
     Raises:
         DataError: the input lacks a column the model reads (one line, the column named).
     """
-    from tzrec.core.engine.trainer import build_dataset, dataset_class
+    from tzrec.core.build import build_dataset, dataset_class
     from tzrec.protos import data_pb2, pipeline_pb2
 
     config = pipeline_pb2.EasyRecConfig()
@@ -90,6 +98,19 @@ def iter_predictions(
         yield batch.reserves, outputs, ds
 
 
+def count_rows(input_path: str) -> int | None:
+    """Rows of a parquet input from file metadata (the progress total); None when unknown."""
+    from tzrec.data.io import expand_input_path
+
+    try:
+        files = expand_input_path(input_path)
+        if not files or not all(f.endswith((".parquet", ".pq")) for f in files):
+            return None
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except Exception:  # the reader reports a bad input properly; only the total is lost
+        return None
+
+
 def predict(
     model_path: str | ExportedModel,
     input_path: str,
@@ -100,18 +121,26 @@ def predict(
     num_workers: int | None = None,
     dataset_type: str | None = None,
     max_steps: int | None = None,
-) -> dict[str, int]:
-    """Predict every row of ``input_path`` into the parquet file ``output_path``.
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Predict every row of ``input_path`` into ``output_path`` (parquet).
+
+    A path ending in ``.parquet`` is written as that one file, any other as a directory
+    holding ``part-0.parquet`` (upstream's layout). The output is checked before the input
+    is read, written under a temporary name and swapped in whole
+    (:mod:`tzrec.export.atomic`); an existing output is replaced only with ``overwrite``.
 
     Returns:
-        ``rows_in`` (read), ``rows_skipped`` (bad rows the reader dropped), ``rows_out``.
+        ``rows_in`` (read), ``rows_skipped`` (bad rows the reader dropped), ``rows_out``,
+        ``rows_nonfinite`` (most output rows holding NaN/inf in one column) and
+        ``nonfinite_by_column``; non-finite rows are written as they are, and logged.
 
     Raises:
-        ConfigError: an unknown output column or a bad model directory.
+        ConfigError: an unknown output column, a bad model directory, an existing output.
         DataError: the input lacks a column the model reads.
+        OutputError: the output cannot be written (errno and path).
     """
-    from tqdm import tqdm
-
+    check_output(output_path, overwrite, "--predict_output_path")
     model = model_path if isinstance(model_path, ExportedModel) else load_exported(model_path)
     outputs = output_columns or model.outputs
     unknown = [c for c in outputs if c not in model.outputs]
@@ -125,50 +154,59 @@ def predict(
         raise ConfigError(
             f"--reserved_columns {', '.join(clash)} collide with model outputs of the same name"
         )
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    writer: pq.ParquetWriter | None = None
-    rows_out = 0
+    from tqdm import tqdm
+
+    nonfinite: dict[str, int] = {}
     ds = None
-    bar = tqdm(desc="tzrec predict", unit=" rows", leave=False, mininterval=1.0, disable=None)
+    total = count_rows(input_path) if max_steps is None else None
+    bar = tqdm(desc="tzrec predict", total=total, unit=" rows", mininterval=1.0, disable=None)
     try:
-        batches = iter_predictions(
-            model, input_path, reserved, batch_size, num_workers, dataset_type
-        )
-        for step, (reserves, preds, ds) in enumerate(batches):  # noqa: B007 (ds: after)
-            if max_steps is not None and step >= max_steps:
-                break
-            value, lengths = next(iter(preds.values()))
-            n = int(value.shape[0] if lengths is None else lengths.shape[0])
-            cols: dict[str, pa.Array] = {}
-            if reserved:
-                if reserves is None or reserves.num_rows != n:
-                    raise DataError(f"{input_path}: reserved columns do not line up with rows")
-                for c in reserved:
-                    cols[c] = reserves.column(c)
-            for c in outputs:
-                cols[c] = output_array(*preds[c])
-            table = pa.table(cols)
-            if writer is None:
-                writer = pq.ParquetWriter(str(tmp), table.schema)
-            writer.write_table(table)
-            rows_out += n
-            bar.update(n)
+        with parquet_output(output_path, overwrite, "--predict_output_path") as writer:
+            batches = iter_predictions(
+                model, input_path, reserved, batch_size, num_workers, dataset_type
+            )
+            for step, (reserves, preds, ds) in enumerate(batches):  # noqa: B007 (ds: after)
+                if max_steps is not None and step >= max_steps:
+                    break
+                value, lengths = next(iter(preds.values()))
+                n = int(value.shape[0] if lengths is None else lengths.shape[0])
+                cols: dict[str, pa.Array] = {}
+                if reserved:
+                    if reserves is None or reserves.num_rows != n:
+                        raise DataError(f"{input_path}: reserved columns do not line up with rows")
+                    for c in reserved:
+                        cols[c] = reserves.column(c)
+                for c in outputs:
+                    cols[c] = output_array(*preds[c])
+                    bad = nonfinite_rows(preds[c][0])
+                    if bad:
+                        nonfinite[c] = nonfinite.get(c, 0) + bad
+                writer.write(pa.table(cols))
+                bar.update(n)
+            if not writer.rows:
+                raise DataError(f"{input_path}: no rows to predict")
+            summary = ds.summary if ds is not None else {"rows_read": 0, "rows_skipped": 0}
+            rows_in = int(summary["rows_read"])
+            skipped = int(summary["rows_skipped"])
+            if max_steps is None and rows_in - skipped != writer.rows:
+                raise DataError(
+                    f"{input_path}: read {rows_in} rows ({skipped} skipped) but wrote {writer.rows}"
+                )
+            rows_out = writer.rows
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise DataError(f"{input_path}: no rows to predict")
-    tmp.replace(out)
-    summary = ds.summary if ds is not None else {"rows_read": 0, "rows_skipped": 0}
-    rows_in = int(summary["rows_read"])
-    skipped = int(summary["rows_skipped"])
-    if max_steps is None and rows_in - skipped != rows_out:
-        raise DataError(
-            f"{input_path}: read {rows_in} rows ({skipped} skipped) but wrote {rows_out}"
-        )
     if skipped:
         logger.warning("%s: %d malformed rows skipped", input_path, skipped)
-    return {"rows_in": rows_in, "rows_skipped": skipped, "rows_out": rows_out}
+    if nonfinite:
+        logger.warning(
+            "%s: non-finite (NaN/inf) predictions written: %s",
+            output_path,
+            ", ".join(f"{c}: {n} rows" for c, n in nonfinite.items()),
+        )
+    return {
+        "rows_in": rows_in,
+        "rows_skipped": skipped,
+        "rows_out": rows_out,
+        "rows_nonfinite": max(nonfinite.values(), default=0),
+        "nonfinite_by_column": nonfinite,
+    }

@@ -11,13 +11,16 @@ AOT: the sparse part as above (``scripted_sparse_model.pt``); the dense part thr
 """
 
 import contextlib
+import io
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Dict
 
 import torch
 from torch import nn
 
+from tzrec.export.atomic import write_file
 from tzrec.export.dims import dynamic_shapes
 
 
@@ -69,9 +72,22 @@ def to_torchscript(module: Any, grouped: dict[str, torch.Tensor]) -> torch.jit.S
 
 
 def save_torchscript(module: torch.jit.ScriptModule, path: Any) -> None:
-    """``torch.jit.save`` without the deprecation notice."""
+    """``torch.jit.save`` without the deprecation notice, written durably.
+
+    Serialised in memory first: torch's own file writer aborts the process (``c10::Error``
+    thrown from a destructor) when the disk fills; here a full disk is an ``OSError``.
+    """
+    buffer = io.BytesIO()
     with quiet_jit():
-        torch.jit.save(module, str(path))
+        torch.jit.save(module, buffer)
+    write_file(Path(path), buffer.getvalue())
+
+
+def save_exported_program(program: torch.export.ExportedProgram, path: Any) -> None:
+    """``torch.export.save`` through memory, written durably (as :func:`save_torchscript`)."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    write_file(Path(path), buffer.getvalue())
 
 
 def export_dense(module: Any, grouped: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
