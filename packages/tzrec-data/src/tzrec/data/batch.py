@@ -24,6 +24,7 @@ _TENSOR_FIELDS = (
     "sparse_features",
     "sequence_mulval_lengths",
     "sequence_dense_features",
+    "int64_features",
     "labels",
     "sample_weights",
     "additional_infos",
@@ -163,6 +164,11 @@ class Batch:
             sequence id features whose items hold several ids (``value_dim != 1``).
         sequence_dense_features: feature name -> ``JaggedTensor`` of raw sequence values
             (``values [items, value_dim]``, ``lengths [rows]``).
+        int64_features: feature name -> the exact int64 values of a dense raw feature
+            whose values in this batch are all integers (unix timestamps in seconds or
+            milliseconds, which float32 rounds): a ``JaggedTensor`` (``values [items,
+            value_dim]`` int64, ``lengths [rows]``) for a sequence feature, a tensor
+            ``[rows, value_dim]`` int64 otherwise. Same rows and items as the float view.
         labels: label field -> tensor ``[batch_size]``.
         sample_weights: weight field -> float tensor ``[batch_size]``.
         reserves: reserved (pass-through) columns for prediction, or ``None``.
@@ -174,6 +180,7 @@ class Batch:
     sparse_features: dict[str, KeyedJaggedTensor] = field(default_factory=dict)
     sequence_mulval_lengths: dict[str, KeyedJaggedTensor] = field(default_factory=dict)
     sequence_dense_features: dict[str, JaggedTensor] = field(default_factory=dict)
+    int64_features: dict[str, JaggedTensor | torch.Tensor] = field(default_factory=dict)
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     sample_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     reserves: pa.RecordBatch | None = None
@@ -186,6 +193,7 @@ class Batch:
             sparse_features=_map(self.sparse_features, fn),
             sequence_mulval_lengths=_map(self.sequence_mulval_lengths, fn),
             sequence_dense_features=_map(self.sequence_dense_features, fn),
+            int64_features=_map(self.int64_features, fn),
             labels=_map(self.labels, fn),
             sample_weights=_map(self.sample_weights, fn),
             reserves=self.reserves,
@@ -252,6 +260,9 @@ class Batch:
             lines.append(
                 f"  seq_dense[{name}] values={tuple(jt.values().shape)} rows={jt.lengths().numel()}"
             )
+        for name, x in self.int64_features.items():
+            vals = x.values() if isinstance(x, JaggedTensor) else x
+            lines.append(f"  int64[{name}] values={tuple(vals.shape)}")
         for name, t in self.labels.items():
             lines.append(f"  label[{name}] {tuple(t.shape)} {t.dtype}")
         for name, t in self.sample_weights.items():

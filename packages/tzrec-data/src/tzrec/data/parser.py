@@ -120,6 +120,7 @@ class DataParser:
         dense: dict[str, list] = defaultdict(list)
         mulval: dict[str, list] = defaultdict(list)
         seq_dense: dict[str, JaggedTensor] = {}
+        int64: dict[str, JaggedTensor | torch.Tensor] = {}
         for f in self.features:
             data = parsed[f.name]
             group = f.data_group
@@ -141,10 +142,14 @@ class DataParser:
                     mulval[group].append((f.name, data.item_lengths, data.seq_lengths, None))
             elif isinstance(data, DenseData):
                 dense[group].append((f.name, data.values))
+                if data.int64_values is not None:
+                    int64[f.name] = _t(data.int64_values.astype(np.int64, copy=False))
             elif isinstance(data, SequenceDenseData):
-                seq_dense[f.name] = JaggedTensor(
-                    values=_t(data.values), lengths=_t(data.seq_lengths.astype(np.int64))
-                )
+                lengths = _t(data.seq_lengths.astype(np.int64))
+                seq_dense[f.name] = JaggedTensor(values=_t(data.values), lengths=lengths)
+                if data.int64_values is not None:
+                    values = data.int64_values.astype(np.int64, copy=False)
+                    int64[f.name] = JaggedTensor(values=_t(values), lengths=lengths)
         batch = Batch(batch_size=num_rows)
         batch.sparse_features = {g: self._kjt(items) for g, items in sparse.items()}
         batch.sequence_mulval_lengths = {g: self._kjt(items) for g, items in mulval.items()}
@@ -153,6 +158,7 @@ class DataParser:
             tensors = [_t(v.astype(np.float32, copy=False)) for _, v in items]
             batch.dense_features[group] = KeyedTensor.from_tensor_list(keys, tensors)
         batch.sequence_dense_features = seq_dense
+        batch.int64_features = int64
         for name in self.label_fields:
             seq_delim = self._sequence_label_delim(name, columns[name])
             if seq_delim is not None:

@@ -32,10 +32,15 @@ class SparseData:
 
 @dataclass
 class DenseData:
-    """Parsed values of a dense feature, shape ``[rows, value_dim]``."""
+    """Parsed values of a dense feature, shape ``[rows, value_dim]``.
+
+    ``int64_values`` (same shape) holds the exact integers when the column's values are
+    all integers (e.g. unix timestamps, which float32 ``values`` round), else ``None``.
+    """
 
     name: str
     values: np.ndarray
+    int64_values: np.ndarray | None = None
 
 
 @dataclass
@@ -53,11 +58,15 @@ class SequenceSparseData:
 
 @dataclass
 class SequenceDenseData:
-    """Parsed values of a dense sequence feature: ``values[N, dim]`` split by seq_lengths."""
+    """Parsed values of a dense sequence feature: ``values[N, dim]`` split by seq_lengths.
+
+    ``int64_values`` (same shape): the exact integers when all values are integers.
+    """
 
     name: str
     values: np.ndarray
     seq_lengths: np.ndarray
+    int64_values: np.ndarray | None = None
 
 
 ParsedData = SparseData | DenseData | SequenceSparseData | SequenceDenseData

@@ -112,20 +112,45 @@ class RawFeature(BaseFeature):
             vals = vals * self.value_dim
         return vals
 
-    def _floats(self, lists: pa.ListArray, rows_of_list: au.Rows) -> np.ndarray:
+    def _floats(
+        self, lists: pa.ListArray, rows_of_list: au.Rows
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 values of a list array (and their exact int64 values, see ``_int64``)."""
         values = au.list_values(lists)
         try:
-            out = pc.cast(values, pa.float32()).to_numpy(zero_copy_only=False)
+            out = _float32(values)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise self._bad_values(
                 lists, integer=False, row_of_list=au.LazyRows(rows_of_list).get()
             ) from None
         if np.isnan(out).any() and values.null_count:
             out = np.nan_to_num(out, nan=0.0)
-        out = out.astype(np.float32, copy=False)
+        ints = self._int64(values)
         if self._normalize is not None:
             out = self._normalize(out).astype(np.float32)
-        return out
+        return out, ints
+
+    def _int64(self, values: pa.Array) -> np.ndarray | None:
+        """Exact int64 values of a dense feature whose values are all integers, else None.
+
+        float32 keeps 24 bits, so unix seconds (1.7e9) round to 128 s; the int64 copy keeps
+        them exact for consumers that need differences (HSTU time deltas). Nulls read 0.
+        """
+        if self.is_sparse:
+            return None
+        t = values.type
+        try:
+            if pa.types.is_integer(t):
+                ints = values.cast(pa.int64())
+            elif au.is_stringlike(t):
+                ints = pc.cast(values, pa.int64())
+            else:
+                return None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None  # uint64 beyond int64, or a non-integer string
+        if ints.null_count:
+            ints = ints.fill_null(0)
+        return ints.to_numpy(zero_copy_only=False)
 
     def _bucketize(self, x: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._boundaries, x, side="right").astype(np.int64)
@@ -134,20 +159,29 @@ class RawFeature(BaseFeature):
         if (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)) and (
             self.value_dim == 1
         ):
-            vals = arr.cast(pa.float32())
-            if self._default is not None:
-                vals = vals.fill_null(self._default[0])
-            if vals.null_count == 0:
-                x = vals.to_numpy(zero_copy_only=False).astype(np.float32)
+            if arr.null_count == 0 or self._default is not None:
+                x = _float32(arr)
+                ints = self._int64(arr)
+                if arr.null_count:
+                    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+                    x = x.copy()
+                    x[nulls] = self._default[0]
+                    if ints is not None and float(self._default[0]).is_integer():
+                        ints = ints.copy()
+                        ints[nulls] = int(self._default[0])
+                    else:
+                        ints = None
                 if self._normalize is not None:
                     x = self._normalize(x).astype(np.float32)
                 if self.is_sparse:
                     return SparseData(self.name, self._bucketize(x), np.ones(len(x), np.int32))
-                return DenseData(self.name, x.reshape(-1, 1))
+                return DenseData(
+                    self.name, x.reshape(-1, 1), None if ints is None else ints.reshape(-1, 1)
+                )
         if self._default is not None:
             arr = self._fill_cell_default(arr, self._default)
         lists = au.to_list_array(arr, self.multival_sep)
-        values = self._floats(lists, None)
+        values, ints = self._floats(lists, None)
         lengths = np.diff(au.list_offsets(lists))
         dim = self.value_dim
         bad = lengths != dim
@@ -157,7 +191,11 @@ class RawFeature(BaseFeature):
             )
         if self.is_sparse:
             return SparseData(self.name, self._bucketize(values), lengths.astype(np.int32))
-        return DenseData(self.name, values.reshape(len(lists), dim))
+        return DenseData(
+            self.name,
+            values.reshape(len(lists), dim),
+            None if ints is None else ints.reshape(len(lists), dim),
+        )
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceDenseData | SequenceSparseData:
         items, _, seq_lengths = self._split_sequence(arr)
@@ -166,7 +204,7 @@ class RawFeature(BaseFeature):
             items = pa.ListArray.from_arrays(
                 pa.array(np.arange(len(items) + 1, dtype=np.int32)), items
             )
-        values = self._floats(items, item_rows)
+        values, ints = self._floats(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items))
         dim = self.value_dim
         bad = item_lengths != dim
@@ -184,7 +222,24 @@ class RawFeature(BaseFeature):
                 item_lengths.astype(np.int32),
                 seq_lengths.astype(np.int32),
             )
-        return SequenceDenseData(self.name, values.reshape(-1, dim), seq_lengths.astype(np.int32))
+        return SequenceDenseData(
+            self.name,
+            values.reshape(-1, dim),
+            seq_lengths.astype(np.int32),
+            None if ints is None else ints.reshape(-1, dim),
+        )
+
+
+def _float32(values: pa.Array) -> np.ndarray:
+    """float32 values as upstream casts them: numbers unsafely (large ints round, no error).
+
+    Strings are parsed (ArrowInvalid for a non-number).
+    """
+    if pa.types.is_float32(values.type) and not values.null_count:
+        return values.to_numpy(zero_copy_only=False)
+    safe = au.is_stringlike(values.type)
+    out = pc.cast(values, pa.float32(), safe=safe).to_numpy(zero_copy_only=False)
+    return out.astype(np.float32, copy=False)
 
 
 __all__ = ["RawFeature"]
