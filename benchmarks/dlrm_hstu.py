@@ -115,7 +115,7 @@ def main() -> None:
         print(f"export {fmt}: {time.perf_counter() - start:.1f} s")
         artefacts[fmt] = load_exported(target)
 
-    from tzrec.core.engine.trainer import build_dataset
+    from tzrec.core.build import build_dataset
 
     print(f"\nlatency, ms (median of {args.repeats}), {torch.get_num_threads()} threads")
     print(f"{'batch':>6} {'hist':>5} {'cands':>6} {'eager':>9} {'torchscript':>12} {'aot':>9}")

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from timing import median_ms
 
+from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config
-from tzrec.core.engine.trainer import build_model
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.export.artifact import load_exported

@@ -199,7 +199,7 @@ def dssm_config(items_path: str, batch: int, negatives: int):
 
 
 def train(config, train_path: str, epochs: int, lr: float, sparse_lr: float) -> tuple:
-    from tzrec.core.engine.trainer import build_model
+    from tzrec.core.build import build_model
     from tzrec.data import create_features
     from tzrec.data.readers.parquet import ParquetDataset
 

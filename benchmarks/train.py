@@ -121,8 +121,9 @@ def main() -> None:
 
     import torch
 
+    from tzrec.core import build
     from tzrec.core.config import parse_pipeline_config
-    from tzrec.core.engine import trainer
+    from tzrec.core.engine import distributed, engine, loop
 
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="tzrec_bench_train_"))
@@ -132,10 +133,10 @@ def main() -> None:
 
     # -- engine, end to end (train only: no eval input pass, no checkpoints until the end)
     config = parse_pipeline_config(config_text(paths, root / "engine", args.batch, args.workers))
-    config.train_config.num_steps = args.steps + trainer.WARMUP_STEPS
+    config.train_config.num_steps = args.steps + loop.WARMUP_STEPS
     config.ClearField("eval_input_path")
     t0 = time.perf_counter()
-    result = trainer.train_and_evaluate(config)
+    result = loop.train_and_evaluate(config)
     engine_wall = time.perf_counter() - t0
     engine_sps = (result["steady_steps_per_second"] or result["steps_per_second"]) * args.batch
     engine_threads = torch.get_num_threads()
@@ -143,26 +144,24 @@ def main() -> None:
 
     # -- minimal loop over pre-made batches, same model/sharding/optimizers
     config = parse_pipeline_config(config_text(paths, root / "loop", args.batch, 0))
-    device = trainer.init_distributed()
-    features = trainer.dataset_class(config).create_features(
-        config.feature_configs, config.data_config
-    )
-    ds = trainer.build_dataset(config, features, config.train_input_path, "train")
+    device = distributed.init_distributed()
+    features = build.create_features(config)
+    ds = build.build_dataset(config, features, config.train_input_path, "train")
     batches = []
     for batch in ds:
         batches.append(batch)
         if len(batches) >= args.steps + args.warmup:
             break
-    engine = trainer.Engine(config, trainer.build_model(config, ds.features), device, True)
+    trained = engine.Engine(config, build.build_model(config, ds.features), device, True)
     for batch in batches[: args.warmup]:
-        engine.train_step(batch)
+        trained.train_step(batch)
     t0 = time.perf_counter()
     for batch in batches[args.warmup :]:
-        engine.dmp.train()
-        engine.optimizer.zero_grad()
-        loss, _ = engine.dmp(batch)
+        trained.dmp.train()
+        trained.optimizer.zero_grad()
+        loss, _ = trained.dmp(batch)
         loss.backward()
-        engine.optimizer.step()
+        trained.optimizer.step()
     loop_sps = len(batches[args.warmup :]) * args.batch / (time.perf_counter() - t0)
 
     rows = [

@@ -268,8 +268,9 @@ def test_bad_value_read_in_a_worker_process_is_one_line(dssm_data, tmp_path, cap
 
 
 def test_resume_continues_the_learning_rate_schedule(dssm_data, tmp_path):
+    from tzrec.core import build
     from tzrec.core.config import edit_config, load_pipeline_config
-    from tzrec.core.engine import trainer
+    from tzrec.core.engine import distributed, engine, loop
 
     model_dir = tmp_path / "model"
     config = load_pipeline_config(DSSM, edits=json.loads(dssm_edits(dssm_data, model_dir)))
@@ -285,15 +286,13 @@ def test_resume_continues_the_learning_rate_schedule(dssm_data, tmp_path):
             "train_config.save_checkpoints_steps": 12,
         },
     )
-    trainer.train_and_evaluate(config)
-    device = trainer.init_distributed()
-    features = trainer.dataset_class(config).create_features(
-        config.feature_configs, config.data_config
-    )
-    ds = trainer.build_dataset(config, features, config.train_input_path, "train")
-    engine = trainer.Engine(config, trainer.build_model(config, ds.features), device, True)
-    fresh_lr = engine.learning_rates()["g0"]
-    state = engine.restore(model_dir / "model.ckpt-12")
+    loop.train_and_evaluate(config)
+    device = distributed.init_distributed()
+    features = build.create_features(config)
+    ds = build.build_dataset(config, features, config.train_input_path, "train")
+    trained = engine.Engine(config, build.build_model(config, ds.features), device, True)
+    fresh_lr = trained.learning_rates()["g0"]
+    state = trained.restore(model_dir / "model.ckpt-12")
     assert state.global_step == 12
     # 12 steps of decay 0.5 every 4 steps: lr = base * 0.5**3
-    assert engine.learning_rates()["g0"] == pytest.approx(fresh_lr * 0.125)
+    assert trained.learning_rates()["g0"] == pytest.approx(fresh_lr * 0.125)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tzrec.core import plugins
+from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config
-from tzrec.core.engine.trainer import build_model
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset

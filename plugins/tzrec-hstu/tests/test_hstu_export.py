@@ -14,8 +14,8 @@ from export_testing import assert_outputs_close, random_inputs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config
-from tzrec.core.engine.trainer import build_model
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.export import dims

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config, parse_pipeline_config
-from tzrec.core.engine.trainer import build_model
 from tzrec.core.errors import ConfigError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset

@@ -3,7 +3,7 @@
 A model is built as ``cls(model_config, features, labels, sample_weights=None)`` and
 provides ``predict(batch) -> dict`` (also its ``forward``), ``loss(predictions, batch) ->
 dict`` of named scalar losses, ``update_metric``/``compute_metric``/``reset_metric`` and
-``set_is_inference``. The engine (``tzrec.core.engine.trainer``) wraps it for training.
+``set_is_inference``. The engine (``tzrec.core.engine.engine``) wraps it for training.
 """
 
 from __future__ import annotations

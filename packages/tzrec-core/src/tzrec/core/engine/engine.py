@@ -1,0 +1,275 @@
+"""A model wrapped for (distributed) training: sharding, optimizers, schedules, steps.
+
+Embedding tables are sharded by torchrec's ``DistributedModelParallel`` in every run, a
+single CPU process included (gloo with world size 1), so one code path covers
+``tzrec train`` and ``torchrun --nproc_per_node=N -m tzrec.core.cli train``. Embedding
+tables are updated by fused optimizers applied in backward; dense parameters by the dense
+optimizer. Checkpoints go through :class:`tzrec.core.engine.checkpoint.CheckpointStore`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tzrec.core import build
+from tzrec.core.engine import checkpoint as ckpt
+from tzrec.core.engine.distributed import capture_rng
+from tzrec.core.engine.optim import clip_gradients, gradient_clipping_kwargs
+from tzrec.core.engine.summary import ProgressReporter
+from tzrec.protos import pipeline_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class TrainWrapper(nn.Module):
+    """``forward(batch) -> (total_loss, (losses, predictions, batch))`` around a model.
+
+    Its state names (``model.<name in the model>``) are the names checkpoints use.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, tuple[dict, dict, Any]]:
+        """Predict, compute the named losses and their sum."""
+        predictions = self.model.predict(batch)
+        losses = self.model.loss(predictions, batch)
+        total = torch.stack([v.reshape(()) for v in losses.values()]).sum()
+        return total, (
+            {k: v.detach() for k, v in losses.items()},
+            {k: v.detach() for k, v in predictions.items()},
+            batch,
+        )
+
+
+def sharding_plan(module: nn.Module, device: torch.device) -> Any:
+    """A plan that never shards a table data-parallel.
+
+    With small tables the planner prefers data-parallel, whose tables the in-backward
+    (fused) optimizer does not update; table-wise/row-wise/column-wise use fused kernels.
+    """
+    from torchrec.distributed.comm import get_local_size
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.distributed.planner.types import ParameterConstraints
+    from torchrec.distributed.sharding_plan import get_default_sharders
+    from torchrec.distributed.types import ShardingType
+
+    tables: set[str] = set()
+    for emb in build.embedding_modules(module):
+        configs = (
+            emb.embedding_bag_configs()
+            if hasattr(emb, "embedding_bag_configs")
+            else emb.embedding_configs()
+        )
+        tables.update(c.name for c in configs)
+    allowed = [
+        ShardingType.TABLE_WISE.value,
+        ShardingType.ROW_WISE.value,
+        ShardingType.COLUMN_WISE.value,
+    ]
+    world = dist.get_world_size()
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(
+            world_size=world,
+            local_world_size=get_local_size(world),
+            compute_device=device.type,
+        ),
+        constraints={name: ParameterConstraints(sharding_types=allowed) for name in tables},
+    )
+    return planner.collective_plan(module, get_default_sharders(), dist.GroupMember.WORLD)
+
+
+@dataclass
+class TrainState:
+    """What resuming needs besides tensors and generator states: the train position."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+
+def lockstep(batches: Any, what: str) -> Iterator[Any]:
+    """Yield batches while every rank still has one.
+
+    Sharded embedding lookups are collectives, so all ranks must run the same number of
+    steps; when one rank's shard runs out the others stop too, and the batches they had
+    left are counted and logged (never dropped silently).
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        yield from batches
+        return
+    it = iter(batches)
+    # NCCL groups have no CPU backend: the flag lives where the collectives run
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    )
+    flag = torch.zeros(1, dtype=torch.int64, device=device)
+    while True:
+        batch = next(it, None)
+        flag.fill_(0 if batch is None else 1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if int(flag) == 0:
+            if batch is not None:
+                logger.warning(
+                    "rank %d: %s stopped before the end of this rank's shard because another "
+                    "rank's shard ran out (ranks must step together); rows left unread here",
+                    dist.get_rank(),
+                    what,
+                )
+            return
+        yield batch
+
+
+class Engine:
+    """A model wrapped for (distributed) training: DMP, optimizers, schedules, checkpoints.
+
+    Args:
+        config: the pipeline config.
+        model: the model (from :func:`tzrec.core.build.build_model`).
+        device: from :func:`tzrec.core.engine.distributed.init_distributed`.
+        train: build optimizers (False for evaluation only).
+    """
+
+    def __init__(
+        self,
+        config: pipeline_pb2.EasyRecConfig,
+        model: nn.Module,
+        device: torch.device,
+        train: bool,
+    ) -> None:
+        from torchrec.distributed.model_parallel import DistributedModelParallel
+
+        self.config = config
+        self.model = model
+        self.device = device
+        tc = config.train_config
+        wrapper = TrainWrapper(model)
+        if train:
+            build.check_optimizers(tc)
+            build.apply_sparse_optimizer(tc, wrapper)
+        self.dmp = DistributedModelParallel(
+            wrapper, device=device, plan=sharding_plan(wrapper, device)
+        )
+        self.optimizer: Any = None
+        self.schedulers: list[Any] = []
+        self.clip_config: Any = None
+        if train:
+            self.optimizer, self.schedulers = build.build_optimizer(tc, self.dmp)
+            if tc.HasField("grad_clipping") and gradient_clipping_kwargs(tc.grad_clipping):
+                self.clip_config = tc.grad_clipping
+
+    def learning_rates(self) -> dict[str, float]:
+        """Current dense learning rate(s)."""
+        if not self.schedulers:
+            return {}
+        return {f"g{i}": lr for i, lr in enumerate(self.schedulers[0].get_last_lr())}
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """Forward, backward, clip and step; returns the batch's losses as floats."""
+        self.dmp.train()
+        batch = batch.to(self.device)
+        self.optimizer.zero_grad()
+        loss, (losses, _, _) = self.dmp(batch)
+        loss.backward()
+        if self.clip_config is not None:
+            params = [p for p in self.dmp.parameters() if p.grad is not None]
+            clip_gradients(params, self.clip_config)
+        self.optimizer.step()
+        for sched in self.schedulers:
+            if not getattr(sched, "by_epoch", False):
+                sched.step()
+        return {k: float(v) for k, v in losses.items()}
+
+    def evaluate(
+        self, dataloader: Any, max_steps: int = 0, desc: str = "Evaluating"
+    ) -> dict[str, float]:
+        """Metrics over ``dataloader`` (synchronised across ranks by the metrics)."""
+        self.dmp.eval()
+        self.model.reset_metric()
+        progress = ProgressReporter(desc)
+        steps = 0
+        with torch.no_grad():
+            for batch in lockstep(dataloader, "evaluation"):
+                _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
+                self.model.update_metric(predictions, batch)
+                steps += 1
+                progress.update(steps, losses)
+                if max_steps and steps >= max_steps:
+                    break
+        progress.close()
+        return self.model.compute_metric()
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def end_epoch(self) -> None:
+        """Advance the schedules configured with ``by_epoch``."""
+        for sched in self.schedulers:
+            if getattr(sched, "by_epoch", False):
+                sched.step()
+
+    def set_schedule_step(self, step: int, epoch: int = 0) -> None:
+        """Move the schedules to ``step`` (``epoch`` for ``by_epoch`` ones): lr is a function."""
+        for sched in self.schedulers:
+            sched.last_epoch = epoch if getattr(sched, "by_epoch", False) else step
+            for group, lr in zip(sched.optimizer.param_groups, sched.get_lr(), strict=True):
+                group["lr"] = lr
+            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save(self, store: ckpt.CheckpointStore, state: TrainState) -> Path:
+        """Write ``model.ckpt-<step>`` with tensors, train position and RNG states (all ranks)."""
+        return store.save(
+            state.global_step,
+            self.dmp,
+            self.optimizer,
+            extra=dict(state.__dict__),
+            rng=capture_rng(),
+        )
+
+    def restore(self, path: Path, with_optimizer: bool = True, check: bool = True) -> TrainState:
+        """Load tensors (and optimizer state) and return the train position of a checkpoint."""
+        ckpt.load(path, self.dmp, self.optimizer if with_optimizer else None, check=check)
+        extra = ckpt.read_extra(path)
+        known = {k: int(v) for k, v in extra.items() if k in TrainState.__dataclass_fields__}
+        state = TrainState(**known)
+        self.set_schedule_step(state.global_step, state.epoch)
+        logger.info("restored %s", path)
+        return state
+
+    def fine_tune_from(
+        self, path: Path, param_map: dict[str, str] | None = None
+    ) -> ckpt.LoadReport:
+        """Initialise the weights another checkpoint has (same or mapped name, same shape).
+
+        What was ``missing`` from the checkpoint or had a ``mismatched`` shape keeps its
+        fresh initialisation; both are logged and returned.
+        """
+        report = ckpt.load_partial(path, self.dmp, param_map)
+        logger.info(
+            "fine-tuning from %s: %d tensors loaded (%d under a mapped name), %d missing "
+            "there, %d with another shape",
+            path,
+            len(report.loaded),
+            len(report.remapped),
+            len(report.missing),
+            len(report.mismatched),
+        )
+        for name, src in report.remapped.items():
+            logger.info("  %s <- %s", name, src)
+        for kind, names in (("missing", report.missing), ("mismatched", report.mismatched)):
+            if names:
+                logger.info("  %s: %s", kind, ", ".join(names))
+        return report
+
+
+__all__ = ["Engine", "TrainState", "TrainWrapper", "lockstep", "sharding_plan"]
