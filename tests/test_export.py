@@ -18,7 +18,7 @@ from tzrec.core.config import load_pipeline_config
 from tzrec.export.artifact import load_exported
 from tzrec.export.exporter import load_trained_model, resolve_checkpoint
 from tzrec.export.wrappers import export_modules
-from tzrec.models.inference import InferenceEmbeddingGroup, inputs_from_batch
+from tzrec.models.inference import inputs_from_batch
 
 DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"
 DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"
@@ -143,22 +143,6 @@ def test_din_exports_one_model_that_matches_eager_including_empty_histories(din,
         inputs = random_inputs(wrapper.features, {p: lengths for p in parents}, seed=len(lengths))
         with torch.no_grad():
             assert_outputs_close(wrapper(inputs), artefact(inputs))
-
-
-def test_serving_lookups_equal_the_training_embedding_group(din):
-    _, model_dir = din
-    model, ds = eval_batches(model_dir, 9)
-    batch = next(iter(ds.make_dataloader()))
-    groups = [model._group(n) for n in model.embedding_group.group_names()]
-    serving = InferenceEmbeddingGroup.from_embedding_group(
-        model.embedding_group, model._features, groups
-    )
-    scripted = torch.jit.script(serving)
-    inputs = inputs_from_batch(batch, serving.input_features)
-    with torch.no_grad():
-        expected = model.embedding_group(batch)
-        assert_outputs_close(expected, serving(inputs), atol=1e-6)
-        assert_outputs_close(expected, scripted(inputs), atol=1e-6)
 
 
 def test_predict_writes_every_row_with_reserved_columns(dssm, tmp_path, capsys):
@@ -325,40 +309,6 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
     )
     assert rc == 1
     assert "item_tower, user_tower" in one_line_error(capsys)
-
-
-def test_serving_lookups_cover_wide_groups_and_mean_pooling(din):
-    from tzrec.core.build import build_dataset as build
-    from tzrec.data import create_features
-    from tzrec.models.embedding import EmbeddingGroup
-    from tzrec.protos import model_pb2
-
-    paths, _ = din
-    config = load_pipeline_config(str(DIN))
-    config.data_config.batch_size = 6
-    config.data_config.num_workers = 0
-    for fc in config.feature_configs:
-        if fc.WhichOneof("feature") == "id_feature" and fc.id_feature.feature_name == "user_id":
-            fc.id_feature.pooling = "mean"
-    features = create_features(config.feature_configs, config.data_config)
-    ds = build(config, features, paths["eval"], "eval")
-    groups = list(config.model_config.feature_groups)
-    groups.append(
-        model_pb2.FeatureGroupConfig(
-            group_name="wide", feature_names=["user_id", "cate_id"], group_type=model_pb2.WIDE
-        )
-    )
-    torch.manual_seed(0)
-    eg = EmbeddingGroup(ds.features, groups, wide_embedding_dim=3)
-    serving = torch.jit.script(
-        InferenceEmbeddingGroup.from_embedding_group(eg, ds.features, groups)
-    )
-    batch = next(iter(ds.make_dataloader()))
-    with torch.no_grad():
-        expected = eg(batch)
-        got = serving(inputs_from_batch(batch, ds.features))
-    assert expected["wide"].shape == (6, 6)
-    assert_outputs_close(expected, got, atol=1e-6)
 
 
 def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path, capsys):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from tzrec.data import BaseFeature
-from tzrec.models.embedding import group_feature_names
+from tzrec.models.layout import PART_SEQUENCE, group_feature_names, split_key
 from tzrec.protos import model_pb2
 
 _SEQ_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
@@ -96,8 +96,8 @@ def dynamic_shapes(
     types = {g.group_name: g.group_type for g in feature_groups}
     spec: dict[str, dict[int, Any]] = {}
     for key in grouped:
-        group, _, part = key.partition(".")
-        if part == "sequence" and group in shares:
+        group, part = split_key(key)
+        if part == PART_SEQUENCE and group in shares:
             share = shares[group]
             name = _dim_name(share)
             if types[group] == model_pb2.JAGGED_SEQUENCE:

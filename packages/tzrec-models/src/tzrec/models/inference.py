@@ -12,7 +12,9 @@ An exported model reads one flat ``dict[str, Tensor]`` ("feature tensors") inste
 :class:`InferenceEmbeddingGroup` computes exactly what
 :class:`~tzrec.models.embedding.EmbeddingGroup` computes for the same rows (same output
 keys and shapes), with plain ``torch`` lookups over the trained tables, and is written so
-``torch.jit.script`` compiles it. A sequence-type group with no sequence feature (a scalar
+``torch.jit.script`` compiles it. Both read one
+:class:`~tzrec.models.layout.GroupLayout` (keys, widths, which table each feature reads).
+A sequence-type group with no sequence feature (a scalar
 export view, e.g. HSTUMatch's item tower) outputs only ``<group>.query``.
 """
 
@@ -25,14 +27,15 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
-from tzrec.models.embedding import WIDE_SUFFIX, EmbeddingGroup, group_features
-from tzrec.protos import model_pb2
-
-_WIDE, _SEQUENCE, _JAGGED = (
-    int(model_pb2.WIDE),
-    int(model_pb2.SEQUENCE),
-    int(model_pb2.JAGGED_SEQUENCE),
+from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.layout import (
+    GroupLayout,
+    group_features,
+    query_key,
+    sequence_key,
+    sequence_length_key,
 )
+from tzrec.protos import model_pb2
 
 
 def feature_tensor_names(feature: BaseFeature) -> list[str]:
@@ -111,79 +114,70 @@ class InferenceEmbeddingGroup(nn.Module):
         features: the features of ``feature_groups`` (a scalar view may differ from training).
         feature_groups: the groups to embed.
         tables: trained weights by table name (:meth:`tables_of`).
-        wide_embedding_dim: unused beyond validation; WIDE tables carry their own width.
+        wide_embedding_dim: the training group's WIDE width (the layout's widths).
     """
 
-    __jit_ignored_attributes__ = ["input_features"]
+    __jit_ignored_attributes__ = ["input_features", "layout"]
     tables: Dict[str, torch.Tensor]
     pooled: List[Tuple[str, str, str, int, bool]]
-    jagged: List[Tuple[str, str]]
+    jagged: List[Tuple[str, str, str]]
     dense: List[str]
     seq_dense: List[str]
-    groups: List[Tuple[str, int, List[str], List[str]]]
+    groups: List[Tuple[int, List[str], List[str], List[str]]]
 
     def __init__(
         self,
         features: Sequence[BaseFeature],
         feature_groups: Sequence[model_pb2.FeatureGroupConfig],
         tables: Mapping[str, torch.Tensor],
+        wide_embedding_dim: int = 4,
     ) -> None:
         super().__init__()
+        self.layout = GroupLayout(features, feature_groups, wide_embedding_dim, serving_view=True)
         by_name = {f.name: f for f in features}
-        self.input_features: list[BaseFeature] = []
+        self.input_features: list[BaseFeature] = list(
+            {f.name: f for g in feature_groups for f in group_features(g, by_name)}.values()
+        )
+        missing = sorted(set(self.layout.tables) - set(tables))
+        if missing:
+            users = self.layout.tables[missing[0]].features
+            raise ConfigError(
+                f"feature '{users[0].name}': embedding '{missing[0]}' is not among the trained "
+                f"tables ({', '.join(sorted(tables))})"
+            )
+        self.tables = {
+            n: tables[n].detach().to(torch.float32).contiguous() for n in self.layout.tables
+        }
         pooled: dict[str, tuple[str, str, str, int, bool]] = {}
-        jagged: dict[str, tuple[str, str]] = {}
+        jagged: dict[str, tuple[str, str, str]] = {}
         dense: list[str] = []
         seq_dense: list[str] = []
-        groups: list[tuple[str, int, list[str], list[str]]] = []
-        used: dict[str, torch.Tensor] = {}
-
-        def table(name: str, feature: str) -> str:
-            if name not in tables:
-                raise ConfigError(
-                    f"feature '{feature}': embedding '{name}' is not among the trained tables "
-                    f"({', '.join(sorted(tables))})"
-                )
-            used[name] = tables[name].detach().to(torch.float32).contiguous()
-            return name
-
-        seen: set[str] = set()
-        for group in feature_groups:
-            names = [f.name for f in group_features(group, by_name)]
-            query: list[str] = []
-            sequence: list[str] = []
-            gtype = int(group.group_type)
-            for n in names:
-                f = by_name[n]
-                if n not in seen:
-                    seen.add(n)
-                    self.input_features.append(f)
-                if gtype == _WIDE:
-                    key = f"{n}{WIDE_SUFFIX}"
-                    pooled[key] = (key, n, table(f"{f.embedding_name}{WIDE_SUFFIX}", n), 0, False)
-                    query.append(key)
-                elif f.is_sequence and gtype in (_SEQUENCE, _JAGGED):
-                    if f.is_sparse:
-                        jagged[n] = (n, table(f.embedding_name, n))
-                    elif n not in seq_dense:
-                        seq_dense.append(n)
-                    sequence.append(n)
-                elif f.is_sequence:
-                    raise ConfigError(
-                        f"feature group '{group.group_name}' is "
-                        f"{model_pb2.FeatureGroupType.Name(gtype)} but has sequence feature "
-                        f"'{n}'; use group_type SEQUENCE or JAGGED_SEQUENCE"
-                    )
-                else:
-                    if f.is_sparse:
-                        mode = 1 if f.pooling.upper() == "MEAN" else 0
-                        pooled[n] = (n, n, table(f.embedding_name, n), mode, f.is_weighted)
-                    elif n not in dense:
-                        dense.append(n)
-                    query.append(n)
-            layout = 2 if gtype == _JAGGED else 1 if gtype == _SEQUENCE else 0
-            groups.append((group.group_name, layout, query, sequence))
-        self.tables = used
+        for slot in self.layout.slots(("query",)):
+            f = slot.feature
+            if slot.table is None:
+                if f.name not in dense:
+                    dense.append(f.name)
+                continue
+            mode = 1 if f.pooling.upper() == "MEAN" else 0
+            pooled[slot.key] = (slot.key, f.name, slot.table, mode, f.is_weighted)
+        for slot in self.layout.slots(("sequence",)):
+            f = slot.feature
+            if slot.table is None:
+                if f.name not in seq_dense:
+                    seq_dense.append(f.name)
+            else:
+                jagged[slot.key] = (slot.key, f.name, slot.table)
+        # per group: layout (0 flat, 1 padded sequence, 2 jagged sequence), output keys
+        # (flat or query, sequence, sequence_length), query and sequence lookup keys
+        groups: list[tuple[int, list[str], list[str], list[str]]] = []
+        for spec in self.layout.groups.values():
+            kind = 2 if spec.jagged else 1 if spec.is_sequence else 0
+            keys = (
+                [query_key(spec.name), sequence_key(spec.name), sequence_length_key(spec.name)]
+                if spec.is_sequence
+                else [spec.name]
+            )
+            groups.append((kind, keys, [s.key for s in spec.query], [s.key for s in spec.sequence]))
         self.pooled = list(pooled.values())
         self.jagged = list(jagged.values())
         self.dense = dense
@@ -195,12 +189,12 @@ class InferenceEmbeddingGroup(nn.Module):
         """Trained weights of every table of an (unsharded) ``EmbeddingGroup``, by name."""
         out: dict[str, torch.Tensor] = {}
         for impl in embedding_group.impls.values():
-            for coll in (impl.ebc, impl.wide_ebc):
+            for coll in (impl.ebc, impl.wide_ebc, impl.weighted_ebc):
                 if coll is not None:
                     for name, bag in coll.embedding_bags.items():
                         out[name] = bag.weight
-            if impl.ec is not None:
-                for name, emb in impl.ec.embeddings.items():
+            for coll in impl.ec.values():
+                for name, emb in coll.embeddings.items():
                     out[name] = emb.weight
         return out
 
@@ -212,7 +206,12 @@ class InferenceEmbeddingGroup(nn.Module):
         feature_groups: Sequence[model_pb2.FeatureGroupConfig],
     ) -> "InferenceEmbeddingGroup":
         """Serving twin of ``embedding_group`` restricted to ``feature_groups``."""
-        return cls(features, feature_groups, cls.tables_of(embedding_group))
+        return cls(
+            features,
+            feature_groups,
+            cls.tables_of(embedding_group),
+            embedding_group.layout.wide_dim,
+        )
 
     def input_names(self) -> list[str]:
         """The feature tensors ``forward`` reads."""
@@ -238,11 +237,9 @@ class InferenceEmbeddingGroup(nn.Module):
                 include_last_offset=True,
             )
             emb[key] = out
-        for feature, name in self.jagged:
-            seq[feature] = F.embedding(
-                inputs[feature + ".values"].to(torch.int64), self.tables[name]
-            )
-            seq_len[feature] = inputs[feature + ".lengths"].to(torch.int64)
+        for key, feature, name in self.jagged:
+            seq[key] = F.embedding(inputs[feature + ".values"].to(torch.int64), self.tables[name])
+            seq_len[key] = inputs[feature + ".lengths"].to(torch.int64)
         for feature in self.dense:
             value = inputs[feature].to(torch.float32)
             emb[feature] = value.unsqueeze(1) if value.dim() == 1 else value
@@ -251,20 +248,16 @@ class InferenceEmbeddingGroup(nn.Module):
             seq[feature] = value.unsqueeze(1) if value.dim() == 1 else value
             seq_len[feature] = inputs[feature + ".lengths"].to(torch.int64)
         result: Dict[str, torch.Tensor] = {}
-        # layout: 0 flat (DEEP/WIDE), 1 padded sequence, 2 jagged sequence
-        for group, layout, query, sequence in self.groups:
-            if layout == 0:
-                result[group] = torch.cat([emb[q] for q in query], dim=1)
+        for kind, keys, query, sequence in self.groups:
+            if kind == 0:
+                result[keys[0]] = torch.cat([emb[q] for q in query], dim=1)
                 continue
             if len(query) > 0:
-                result[group + ".query"] = torch.cat([emb[q] for q in query], dim=1)
+                result[keys[0]] = torch.cat([emb[q] for q in query], dim=1)
             if len(sequence) == 0:
                 continue
             values = torch.cat([seq[s] for s in sequence], dim=1)
             lengths = seq_len[sequence[0]]
-            result[group + ".sequence_length"] = lengths
-            if layout == 2:
-                result[group + ".sequence"] = values
-            else:
-                result[group + ".sequence"] = _pad(values, lengths)
+            result[keys[2]] = lengths
+            result[keys[1]] = values if kind == 2 else _pad(values, lengths)
         return result

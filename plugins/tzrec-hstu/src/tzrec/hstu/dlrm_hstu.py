@@ -51,6 +51,7 @@ from tzrec.hstu.preprocessors import (
 )
 from tzrec.hstu.stu import STUStack
 from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.layout import sequence_key, sequence_length_key
 from tzrec.models.losses.losses import create_loss
 from tzrec.models.metrics.factory import create_metric
 from tzrec.models.models.base import BaseModel
@@ -376,14 +377,14 @@ class DlrmHSTU(BaseModel):
 
     def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every prediction from the embedding group's output (the export entry point)."""
-        uih_lengths = grouped[f"{UIH}.sequence_length"]
-        num_targets = grouped[f"{CANDIDATE}.sequence_length"]
-        candidates = grouped[f"{CANDIDATE}.sequence"]
-        inputs = {UIH: grouped[f"{UIH}.sequence"], CANDIDATE: candidates}
+        uih_lengths = grouped[sequence_length_key(UIH)]
+        num_targets = grouped[sequence_length_key(CANDIDATE)]
+        candidates = grouped[sequence_key(CANDIDATE)]
+        inputs = {UIH: grouped[sequence_key(UIH)], CANDIDATE: candidates}
         for role in self.history_roles:
-            inputs[role] = grouped[f"{role}.sequence"]
+            inputs[role] = grouped[sequence_key(role)]
         if self.has_candidate_timestamp:
-            inputs[CANDIDATE_TIMESTAMP] = grouped[f"{CANDIDATE_TIMESTAMP}.sequence"]
+            inputs[CANDIDATE_TIMESTAMP] = grouped[sequence_key(CANDIDATE_TIMESTAMP)]
         if not self._is_inference:
             self._check_lengths(grouped)
         if not self.ascending:
@@ -435,8 +436,8 @@ class DlrmHSTU(BaseModel):
         if self.has_candidate_timestamp:
             pairs.append((CANDIDATE_TIMESTAMP, CANDIDATE))
         for role, owner in pairs:
-            got = grouped[f"{role}.sequence_length"]
-            want = grouped[f"{owner}.sequence_length"]
+            got = grouped[sequence_length_key(role)]
+            want = grouped[sequence_length_key(owner)]
             if got.shape != want.shape or not torch.equal(got, want):
                 raise DataError(
                     f"feature group '{role}' and '{owner}' have different sequence lengths; "

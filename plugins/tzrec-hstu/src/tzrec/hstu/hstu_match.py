@@ -45,6 +45,7 @@ from tzrec.hstu.preprocessors import (
 from tzrec.hstu.stu import STUStack
 from tzrec.kernels import Kernel, is_tracing, jagged_last
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
+from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.models.match import MatchModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
@@ -137,14 +138,14 @@ class HSTUMatchUserTower(nn.Module):
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user embeddings from the embedding group's outputs."""
-        lengths = grouped[f"{self.input}.sequence_length"]
-        inputs = {UIH: grouped[f"{self.input}.sequence"]}
+        lengths = grouped[sequence_length_key(self.input)]
+        inputs = {UIH: grouped[sequence_key(self.input)]}
         for role in self.roles:
-            inputs[role] = grouped[f"{role}.sequence"]
+            inputs[role] = grouped[sequence_key(role)]
             if is_tracing():  # exported graphs take aligned groups (one shared Dim)
                 continue
-            if grouped[f"{role}.sequence_length"].shape != lengths.shape or not torch.equal(
-                grouped[f"{role}.sequence_length"], lengths
+            if grouped[sequence_length_key(role)].shape != lengths.shape or not torch.equal(
+                grouped[sequence_length_key(role)], lengths
             ):
                 raise ConfigError(
                     f"feature group '{role}' and '{self.input}' have different sequence "
@@ -250,7 +251,7 @@ class HSTUMatchItemTower(nn.Module):
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(rows, D) item embeddings: all candidates (training) or one item per row."""
-        key = f"{self.input}.query" if self._is_inference else f"{self.input}.sequence"
+        key = query_key(self.input) if self._is_inference else sequence_key(self.input)
         x = grouped[key].to(torch.float32)
         return self.mlp(x) if self.mlp is not None else x
 
@@ -442,7 +443,7 @@ class HSTUMatch(MatchModel):
         sim = candidate_similarity(
             user_emb,
             item_emb,
-            grouped[f"{self.item_tower.input}.sequence_length"],
+            grouped[sequence_length_key(self.item_tower.input)],
             self._in_batch_negative,
         )
         return {"similarity": sim / self._temperature, "user_emb": user_emb, "item_emb": item_emb}

@@ -10,6 +10,7 @@ from torch import nn
 from tzrec.core.errors import ConfigError
 from tzrec.data import Batch
 from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP, mlp_kwargs
 from tzrec.models.modules.sequence import DINEncoder
@@ -99,9 +100,9 @@ class MultiTower(RankModel):
         for name, encoder in self.din_towers.items():
             parts.append(
                 encoder.encode(
-                    grouped[f"{name}.sequence"],
-                    grouped[f"{name}.sequence_length"],
-                    grouped.get(f"{name}.query"),
+                    grouped[sequence_key(name)],
+                    grouped[sequence_length_key(name)],
+                    grouped.get(query_key(name)),
                 )
             )
         return self._output(self.output(self.final(torch.cat(parts, dim=-1))))

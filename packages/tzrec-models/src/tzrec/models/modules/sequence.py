@@ -2,8 +2,9 @@
 
 Each encoder is built as ``cls(config, sequence_dim, query_dim)`` from its
 ``SeqEncoderConfig`` oneof message and registered under that oneof name. ``forward`` takes
-the embedding group's dict (``"<input>.sequence"``, ``"<input>.sequence_length"`` and, where
-used, ``"<input>.query"``); :meth:`SequenceEncoder.encode` takes the tensors directly.
+the embedding group's dict (the ``sequence_key``, ``sequence_length_key`` and, where used,
+``query_key`` of its input group, see :mod:`tzrec.models.layout`);
+:meth:`SequenceEncoder.encode` takes the tensors directly.
 Positions at or beyond a row's length are ignored, and a zero-length row gives a finite
 (zero, or query-only) output with finite gradients.
 """
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.modules.mlp import MLP, mlp_kwargs
 from tzrec.protos import seq_encoder_pb2
 
@@ -48,9 +50,9 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self._input = input
         self._max_seq_length = max_seq_length
-        self._query_name = f"{input}.query"
-        self._sequence_name = f"{input}.sequence"
-        self._sequence_length_name = f"{input}.sequence_length"
+        self._query_name = query_key(input)
+        self._sequence_name = sequence_key(input)
+        self._sequence_length_name = sequence_length_key(input)
 
     def input(self) -> str:
         """The feature group this encoder reads."""
@@ -351,7 +353,7 @@ def create_sequence_encoder(
 ) -> SequenceEncoder:
     """Build the encoder a ``SeqEncoderConfig`` names, through the plugin registry.
 
-    ``group_total_dim`` maps ``"<input>.sequence"`` (and ``"<input>.query"`` where the
+    ``group_total_dim`` maps ``sequence_key(input)`` (and ``query_key(input)`` where the
     group has a query) to widths, as the embedding group reports them.
     """
     from tzrec.core import plugins
@@ -363,7 +365,7 @@ def create_sequence_encoder(
         raise ConfigError("sequence_encoders: a SeqEncoderConfig sets no encoder")
     name, sub = chosen
     cls: Any = plugins.get("sequence_encoders", name, provided_by(config, name))
-    seq_key = f"{sub.input}.sequence"
+    seq_key = sequence_key(sub.input)
     if seq_key not in group_total_dim:
         raise ConfigError(f"{name}: input group '{sub.input}' has no sequence")
-    return cls(sub, group_total_dim[seq_key], group_total_dim.get(f"{sub.input}.query", 0))
+    return cls(sub, group_total_dim[seq_key], group_total_dim.get(query_key(sub.input), 0))

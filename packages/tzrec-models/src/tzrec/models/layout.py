@@ -1,0 +1,329 @@
+"""The embedding layout of a model: output keys, widths and tables of its feature groups.
+
+:class:`GroupLayout` is derived from the features and the ``feature_groups`` alone (no
+torch modules). Training's :class:`~tzrec.models.embedding.EmbeddingGroup` builds its
+torchrec tables from it and serving's
+:class:`~tzrec.models.inference.InferenceEmbeddingGroup` builds its plain lookups from it,
+so both produce the same keys, in the same feature order, from the same tables.
+
+Output keys (the only place they are spelled; use the helpers below):
+
+- a DEEP or WIDE group ``g``: ``g``;
+- a SEQUENCE / JAGGED_SEQUENCE group ``g``, and each ``sequence_groups`` entry ``g`` of a
+  DEEP group: ``g.sequence``, ``g.sequence_length`` and, when it has non-sequence features,
+  ``g.query``.
+
+Tables: a feature's table is its ``embedding_name`` (``<name>_emb`` by default), plus
+``_wide`` in WIDE groups and ``_<embedding_name_suffix>`` when its group sets one, as
+upstream. A table that any sequence position reads is a *sequence* table (looked up
+per item); the others are pooled (``pooling`` of the feature: sum or mean). A sequence id
+feature listed in a DEEP (or WIDE) group's ``feature_names`` is pooled over all of its
+items, as upstream's EmbeddingBag lookup does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from tzrec.core.errors import ConfigError
+from tzrec.data import BaseFeature
+from tzrec.protos import model_pb2
+
+SEQUENCE_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
+WIDE_SUFFIX = "_wide"
+
+#: the parts of a sequence group's output (``split_key``'s second value)
+PART_QUERY, PART_SEQUENCE, PART_LENGTH = "query", "sequence", "sequence_length"
+_PARTS = (PART_QUERY, PART_SEQUENCE, PART_LENGTH)
+
+
+def query_key(group: str) -> str:
+    """Output key of a sequence group's pooled (non-sequence) features: ``<g>.query``."""
+    return f"{group}.{PART_QUERY}"
+
+
+def sequence_key(group: str) -> str:
+    """Output key of a sequence group's per-item embeddings: ``<g>.sequence``."""
+    return f"{group}.{PART_SEQUENCE}"
+
+
+def sequence_length_key(group: str) -> str:
+    """Output key of a sequence group's row lengths: ``<g>.sequence_length``."""
+    return f"{group}.{PART_LENGTH}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(group, part)`` of an output key; part is ``""`` for a flat (DEEP/WIDE) output."""
+    group, dot, part = key.rpartition(".")
+    if dot and part in _PARTS:
+        return group, part
+    return key, ""
+
+
+def group_feature_names(group: model_pb2.FeatureGroupConfig) -> list[str]:
+    """A group's feature names, its ``sequence_groups``' included, in config order."""
+    names = list(group.feature_names)
+    for seq_group in group.sequence_groups:
+        names.extend(seq_group.feature_names)
+    return names
+
+
+def group_features(
+    group: model_pb2.FeatureGroupConfig, by_name: dict[str, BaseFeature]
+) -> list[BaseFeature]:
+    """The features of a group, in config order.
+
+    Raises:
+        ConfigError: a name that is not a defined feature.
+    """
+    names = group_feature_names(group)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ConfigError(
+            f"feature group '{group.group_name}': feature(s) {', '.join(missing)} are not "
+            "defined in feature_configs"
+        )
+    return [by_name[n] for n in names]
+
+
+def feature_width(feature: BaseFeature) -> int:
+    """Width of one feature in a group output: ``embedding_dim`` for ids, else ``value_dim``."""
+    return feature.embedding_dim if feature.is_sparse else feature.value_dim
+
+
+def lookup_key(feature: str, table: str) -> str:
+    """Key of one feature's lookup in one table (``<feature>@<table>``)."""
+    return f"{feature}@{table}"
+
+
+@dataclass
+class Table:
+    """One embedding table and the features that read it."""
+
+    name: str
+    dim: int
+    num_embeddings: int
+    pooling: str
+    data_group: str
+    features: list[BaseFeature] = field(default_factory=list)
+    #: looked up per item (some sequence position reads it), else pooled
+    sequence: bool = False
+    wide: bool = False
+
+
+@dataclass
+class Slot:
+    """One feature's place in a group output: the feature and the table it reads."""
+
+    feature: BaseFeature
+    table: str | None  # None for raw (dense) values
+    #: the looked-up value: ``<feature>@<table>`` for ids (a feature may read several
+    #: tables: DEEP, WIDE, suffixed), the feature name for raw values
+    key: str
+    width: int
+
+
+@dataclass
+class GroupSpec:
+    """A feature group as the layout sees it."""
+
+    name: str
+    group_type: int
+    data_group: str
+    query: list[Slot]
+    sequence: list[Slot]
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether the group outputs ``.sequence`` / ``.sequence_length`` keys."""
+        return self.group_type in SEQUENCE_TYPES
+
+    @property
+    def jagged(self) -> bool:
+        """Whether ``.sequence`` is jagged ``(items, D)`` rather than padded ``(B, L, D)``."""
+        return self.group_type == model_pb2.JAGGED_SEQUENCE
+
+    @property
+    def query_dim(self) -> int:
+        """Width of the pooled part."""
+        return sum(s.width for s in self.query)
+
+    @property
+    def sequence_dim(self) -> int:
+        """Width of one sequence item."""
+        return sum(s.width for s in self.sequence)
+
+    def output_keys(self) -> list[str]:
+        """The keys this group contributes to the grouped output."""
+        if not self.is_sequence:
+            return [self.name]
+        keys = [query_key(self.name)] if self.query else []
+        if self.sequence:
+            keys += [sequence_key(self.name), sequence_length_key(self.name)]
+        return keys
+
+
+class GroupLayout:
+    """Groups, output keys, widths and tables of a model's ``feature_groups``.
+
+    Args:
+        features: the features (``data_group`` resolved).
+        feature_groups: the groups to embed.
+        wide_embedding_dim: width of WIDE groups' per-feature tables.
+        serving_view: accept sequence-type groups without a sequence feature (a scalar
+            serving view, e.g. HSTUMatch's item tower: only ``<g>.query``).
+    """
+
+    def __init__(
+        self,
+        features: Sequence[BaseFeature],
+        feature_groups: Sequence[model_pb2.FeatureGroupConfig],
+        wide_embedding_dim: int = 4,
+        serving_view: bool = False,
+    ) -> None:
+        self.wide_dim = int(wide_embedding_dim)
+        self._serving_view = serving_view
+        by_name = {f.name: f for f in features}
+        self.tables: dict[str, Table] = {}
+        self.groups: dict[str, GroupSpec] = {}
+        for group in feature_groups:
+            self.groups[group.group_name] = self._make_group(group, by_name)
+        self._check_tables()
+
+    # -- construction --------------------------------------------------------------------
+
+    def _make_group(
+        self, group: model_pb2.FeatureGroupConfig, by_name: dict[str, BaseFeature]
+    ) -> GroupSpec:
+        gname = group.group_name
+        feats = group_features(group, by_name)
+        if not feats:
+            raise ConfigError(f"feature group '{gname}' has no features")
+        data_groups = {f.data_group for f in feats}
+        if len(data_groups) > 1:
+            raise ConfigError(
+                f"feature group '{gname}' mixes batch features and sampled-item "
+                "features; split it into a user group and an item group"
+            )
+        data_group = data_groups.pop()
+        gtype = int(group.group_type)
+        type_name = model_pb2.FeatureGroupType.Name(gtype)
+        is_seq_group = gtype in SEQUENCE_TYPES
+        raw_seq = [f for f in feats if f.is_sequence and not f.is_sparse]
+        if not is_seq_group and raw_seq:
+            raise ConfigError(
+                f"feature group '{gname}' is {type_name} but has sequence feature(s) "
+                f"{', '.join(f.name for f in raw_seq)} without ids; a {type_name} group pools "
+                "sequence id features only, use group_type SEQUENCE or JAGGED_SEQUENCE"
+            )
+        seq_feats = [f for f in feats if f.is_sequence] if is_seq_group else []
+        if is_seq_group and not seq_feats and not self._serving_view:
+            raise ConfigError(f"feature group '{gname}' is {type_name} but has no sequence feature")
+        seq_names = {f.sequence_name or f.name for f in seq_feats}
+        if len(seq_names) > 1 and any(f.is_grouped_sequence for f in seq_feats):
+            raise ConfigError(
+                f"feature group '{gname}' mixes sequences "
+                f"{', '.join(sorted(seq_names))}; their lengths differ, use one group each"
+            )
+        suffix = group.embedding_name_suffix
+        wide = gtype == model_pb2.WIDE
+        query, sequence = [], []
+        for f in feats:
+            in_sequence = f in seq_feats
+            if wide and not f.is_sparse:
+                raise ConfigError(
+                    f"feature '{f.name}' is in a WIDE group but has no ids; WIDE groups take "
+                    "id features (or raw features with boundaries)"
+                )
+            slot = self._slot(f, data_group, wide, suffix, in_sequence)
+            (sequence if in_sequence else query).append(slot)
+        return GroupSpec(gname, gtype, data_group, query, sequence)
+
+    def _slot(
+        self, f: BaseFeature, data_group: str, wide: bool, suffix: str, in_sequence: bool
+    ) -> Slot:
+        if not f.is_sparse:
+            return Slot(f, None, f.name, feature_width(f))
+        if f.is_weighted and f.pooling.lower() != "sum":
+            raise ConfigError(
+                f"feature '{f.name}': weighted ids are pooled as a weighted sum; set pooling "
+                f'"sum" (got "{f.pooling}")'
+            )
+        name = f.embedding_name + (WIDE_SUFFIX if wide else "")
+        if suffix:
+            name = f"{name}_{suffix}"
+        dim = self.wide_dim if wide else f.embedding_dim
+        table = self.tables.get(name)
+        if table is None:
+            table = self.tables[name] = Table(
+                name, dim, f.num_embeddings, f.pooling, data_group, wide=wide
+            )
+        elif table.dim != dim:
+            first = table.features[0].name
+            raise ConfigError(
+                f"embedding '{name}' is shared by '{first}' (embedding_dim {table.dim}) and "
+                f"'{f.name}' (embedding_dim {dim}); shared tables need one dim"
+            )
+        elif table.data_group != data_group:
+            users = ", ".join(dict.fromkeys([*(t.name for t in table.features), f.name]))
+            raise ConfigError(
+                f"embedding '{name}' is shared by features of the batch rows and of "
+                f"sampled negatives ({users}); give them different embedding_name values"
+            )
+        else:
+            table.num_embeddings = max(table.num_embeddings, f.num_embeddings)
+        table.sequence = table.sequence or in_sequence
+        if f not in table.features:
+            table.features.append(f)
+        return Slot(f, name, lookup_key(f.name, name), dim)
+
+    def _check_tables(self) -> None:
+        for table in self.tables.values():
+            if table.num_embeddings <= 0:
+                raise ConfigError(
+                    f"embedding '{table.name}' has no size: set num_buckets, hash_bucket_size, "
+                    "vocab_list or vocab_dict on its features"
+                )
+            poolings = {f.pooling.lower() for f in table.features}
+            if not table.sequence and len(poolings) > 1:
+                # a pooled table pools in the lookup (one pooling per table), as upstream
+                raise ConfigError(
+                    f"embedding '{table.name}' is shared by features with different pooling "
+                    f"({', '.join(f'{f.name}: {f.pooling}' for f in table.features)}); "
+                    "shared pooled tables need one pooling"
+                )
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def group(self, name: str) -> GroupSpec:
+        """The spec of group ``name``.
+
+        Raises:
+            ConfigError: an undefined group (the message lists the defined ones).
+        """
+        if name not in self.groups:
+            raise ConfigError(
+                f"feature group '{name}' is not defined (groups: {', '.join(self.groups)})"
+            )
+        return self.groups[name]
+
+    def group_names(self) -> list[str]:
+        """Feature group names, in config order."""
+        return list(self.groups)
+
+    def output_keys(self) -> list[str]:
+        """Every key of the grouped output, group by group."""
+        return [k for g in self.groups.values() for k in g.output_keys()]
+
+    def tables_of(self, data_group: str) -> list[Table]:
+        """The tables read by the features of one data group, in first-use order."""
+        return [t for t in self.tables.values() if t.data_group == data_group]
+
+    def data_groups(self) -> list[str]:
+        """The data groups (``__BASE__``, ``__NEG__``) some table or group reads, sorted."""
+        return sorted({g.data_group for g in self.groups.values()})
+
+    def slots(self, kinds: Iterable[str] = ("query", "sequence")) -> list[Slot]:
+        """Every slot of every group (``query`` and/or ``sequence`` positions)."""
+        return [s for g in self.groups.values() for k in kinds for s in getattr(g, k)]
