@@ -134,3 +134,155 @@ def test_int64_features_survive_worker_pickling(feature_configs, data_config, wr
     ds = ParquetDataset(dc, fs, path, mode="eval")
     got = [v for b in ds.make_dataloader() for v in b.int64_features["pv"].reshape(-1).tolist()]
     assert got == [T0_MILLIS + i for i in range(8)]
+
+
+# ---- typed and multi-value inputs (issue: accept what upstream accepts) -----------------
+
+ID_CFG = 'id_feature {feature_name: "tag" embedding_dim: 4 num_buckets: 100}'
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([1, 2, 3], pa.int64()),
+        pa.array([1, 2, 3], pa.int32()),
+        pa.array(["1", "2", "3"]),
+        pa.array(["1", "2", "3"], pa.large_string()),
+        pa.array([[1], [2], [3]], pa.list_(pa.int64())),
+        pa.array([["1"], ["2"], ["3"]], pa.list_(pa.string())),
+        pa.array(["1", "2", "3"]).dictionary_encode(),
+        pa.array([[(1, 0.5)], [(2, 1.0)], [(3, 2.0)]], pa.map_(pa.int64(), pa.float32())),
+    ],
+    ids=["int64", "int32", "string", "large_string", "list<int>", "list<string>", "dict", "map"],
+)
+def test_fg_none_id_columns_of_every_upstream_type_give_the_same_ids(feature_configs, column):
+    (f,) = create_features(feature_configs(ID_CFG))
+    d = f.parse({"tag": column})
+    assert d.values.tolist() == [1, 2, 3] and d.lengths.tolist() == [1, 1, 1]
+
+
+def test_fg_none_multi_value_strings_split_by_fg_encoded_multival_sep(feature_configs, data_config):
+    default = create_features(feature_configs(ID_CFG), data_config())[0]
+    assert default.parse({"tag": pa.array(["1\x032", "", "3"])}).lengths.tolist() == [2, 0, 1]
+    dc = data_config('fg_encoded_multival_sep: ","')
+    (f,) = create_features(feature_configs(ID_CFG), dc)
+    d = f.parse({"tag": pa.array(["1,2", "", "3,4,5"])})
+    assert d.values.tolist() == [1, 2, 3, 4, 5] and d.lengths.tolist() == [2, 0, 3]
+    # multi-value list<string> cells are lists already, like upstream
+    d = f.parse({"tag": pa.array([["1", "2"], [], ["3"]], pa.list_(pa.string()))})
+    assert d.values.tolist() == [1, 2, 3] and d.lengths.tolist() == [2, 0, 1]
+
+
+def test_map_ids_carry_their_weights_when_weighted(feature_configs):
+    (f,) = create_features(
+        feature_configs(
+            'id_feature {feature_name: "tag" embedding_dim: 4 num_buckets: 100 weighted: true}'
+        )
+    )
+    m = pa.array([[(1, 0.5), (4, 2.0)], None, [(3, 1.5)]], pa.map_(pa.int64(), pa.float64()))
+    d = f.parse({"tag": m.slice(0)})
+    assert d.values.tolist() == [1, 4, 3] and d.lengths.tolist() == [2, 0, 1]
+    assert d.weights.tolist() == [0.5, 2.0, 1.5]
+    d = f.parse({"tag": m.slice(2)})  # a sliced map column keeps its own cells
+    assert d.values.tolist() == [3] and d.weights.tolist() == [1.5]
+
+
+@pytest.mark.parametrize("mode", ["FG_DAG", "FG_NORMAL"])
+def test_fg_dag_raw_inputs_split_by_the_feature_separator(
+    feature_configs, data_config, write_parquet, mode
+):
+    # upstream FG_DAG/FG_NORMAL inputs are raw fg inputs: multi-values joined by each
+    # feature's `separator` (default \x1d), e.g. '0\x1d2'
+    path = write_parquet(
+        "raw.parquet",
+        {
+            "tags": pa.array(["0\x1d2", "", "5"]),
+            "scores": pa.array(["0.5|1.5", "2|3", "4|5"]),
+            "click": pa.array([1, 0, 1]),
+        },
+    )
+    dc = data_config(
+        f'dataset_type: ParquetDataset batch_size: 3 fg_mode: {mode} label_fields: "click"'
+    )
+    fs = create_features(
+        feature_configs(
+            'id_feature {feature_name: "tag" expression: "item:tags" embedding_dim: 4 '
+            "num_buckets: 10}",
+            'raw_feature {feature_name: "score" expression: "item:scores" value_dim: 2 '
+            'separator: "|"}',
+        ),
+        dc,
+    )
+    (b,) = list(ParquetDataset(dc, fs, path, mode="eval"))
+    tag = b.sparse_features["__BASE__"]["tag"]
+    assert tag.values().tolist() == [0, 2, 5] and tag.lengths().tolist() == [2, 0, 1]
+    assert b.dense_features["__BASE__"]["score"].tolist() == [[0.5, 1.5], [2, 3], [4, 5]]
+    # FG_NONE keeps splitting on fg_encoded_multival_sep: '0\x1d2' is not an integer there
+    none = create_features(
+        feature_configs(
+            'id_feature {feature_name: "tag" expression: "item:tags" embedding_dim: 4 '
+            "num_buckets: 10}"
+        ),
+        data_config("batch_size: 3"),
+    )
+    assert none[0].multival_sep == "\x03"
+
+
+@pytest.mark.parametrize(
+    "column, values, dtype",
+    [
+        (pa.array([[1, 0], [], [2]], pa.list_(pa.int64())), [1, 0, 2], torch.int64),
+        (pa.array([[0.5, 1.0], [], [2.0]], pa.list_(pa.float32())), [0.5, 1.0, 2.0], None),
+        (pa.array([[0.5, 1.0], [], [2.0]], pa.list_(pa.float64())), [0.5, 1.0, 2.0], None),
+    ],
+    ids=["list<int>", "list<float>", "list<double>"],
+)
+def test_list_labels_under_any_name_are_jagged_like_upstream(
+    feature_configs, data_config, write_parquet, column, values, dtype
+):
+    path = write_parquet(
+        "l.parquet",
+        {"tag": pa.array([1, 2, 3]), "item_action_weight": column, "click": pa.array([1, 0, 1])},
+    )
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 3 label_fields: ["click", "item_action_weight"]'
+    )
+    fs = create_features(feature_configs(ID_CFG), dc)
+    (b,) = list(ParquetDataset(dc, fs, path, mode="eval"))
+    jt = b.sequence_dense_features["item_action_weight"]
+    assert jt.lengths().tolist() == [2, 0, 1] and jt.values().tolist() == values
+    assert jt.values().dtype == (dtype or torch.float32)
+    assert "item_action_weight" not in b.labels
+    # scalar labels: int stays int64 (as upstream), float is float32
+    assert b.labels["click"].dtype == torch.int64
+
+
+def test_float64_scalar_label_is_float32_and_unsupported_types_are_one_line(
+    feature_configs, data_config, write_parquet
+):
+    from tzrec.core.errors import DataError
+
+    path = write_parquet(
+        "x.parquet",
+        {
+            "tag": pa.array([1, 2]),
+            "ctr": pa.array([0.25, 1e-50]),
+            "flag": pa.array([True, False]),
+        },
+    )
+    dc = data_config('dataset_type: ParquetDataset batch_size: 2 label_fields: "ctr"')
+    fs = create_features(feature_configs(ID_CFG), dc)
+    (b,) = list(ParquetDataset(dc, fs, path, mode="eval"))
+    assert b.labels["ctr"].dtype == torch.float32 and b.labels["ctr"].tolist() == [0.25, 0.0]
+    # a bool label, and a bool id column, are refused as upstream refuses them: one line
+    dc = data_config('dataset_type: ParquetDataset batch_size: 2 label_fields: "flag"')
+    with pytest.raises(DataError) as err:
+        list(ParquetDataset(dc, fs, path, mode="eval"))
+    msg = str(err.value)
+    assert "\n" not in msg and "x.parquet: column 'flag' (label): type bool" in msg
+    flag = create_features(
+        feature_configs('id_feature {feature_name: "flag" embedding_dim: 4 num_buckets: 9}'), dc
+    )
+    dc = data_config("dataset_type: ParquetDataset batch_size: 2")
+    with pytest.raises(DataError, match=r"column 'flag' \(flag\): type bool is not supported"):
+        list(ParquetDataset(dc, flag, path, mode="eval"))

@@ -32,6 +32,29 @@ class BadRows(Exception):
         self.reason = reason
 
 
+class BadType(Exception):
+    """A column whose arrow type a feature or label cannot read (all rows are affected).
+
+    Args:
+        column: the input column.
+        feature: the feature (or ``label`` / ``sample weight``) that read it.
+        reason: the type found and the types accepted.
+    """
+
+    def __init__(self, column: str, feature: str, reason: str) -> None:
+        super().__init__(f"{column} ({feature}): {reason}")
+        self.column = column
+        self.feature = feature
+        self.reason = reason
+
+
+def decode(arr: pa.Array) -> pa.Array:
+    """A dictionary-encoded array as plain values (other arrays unchanged)."""
+    if pa.types.is_dictionary(arr.type):
+        return arr.dictionary_decode()
+    return arr
+
+
 def combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous array from a possibly chunked one."""
     if isinstance(arr, pa.ChunkedArray):

@@ -62,50 +62,69 @@ class DataParser:
                 self._groups[f.sequence_name].append(f)
 
     def _float_column(self, name: str, arr: pa.Array, what: str) -> torch.Tensor:
-        arr = au.combine(arr)
+        """A scalar label / weight column: int labels stay int64, anything else float32."""
+        arr = au.decode(au.combine(arr))
         if arr.null_count:
             rows = np.nonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]
             raise au.BadRows(rows, name, what, "expected a value, got an empty cell")
         if pa.types.is_integer(arr.type) and what == "label":
-            return _t(arr.cast(pa.int64()).to_numpy(zero_copy_only=False))
+            return _t(arr.cast(pa.int64(), safe=False).to_numpy(zero_copy_only=False))
+        if not (
+            pa.types.is_integer(arr.type)
+            or pa.types.is_floating(arr.type)
+            or au.is_stringlike(arr.type)
+        ):
+            raise au.BadType(
+                name,
+                what,
+                f"type {arr.type} is not supported (expected int, float, list<int> or list<float>)",
+            )
         try:
-            vals = pc.cast(arr, pa.float32())
+            vals = pc.cast(arr, pa.float32(), safe=au.is_stringlike(arr.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            if au.is_stringlike(arr.type):
-                rows = np.nonzero(au.invalid_number_mask(arr, integer=False))[0]
-            else:
-                rows = np.arange(len(arr))
+            rows = np.nonzero(au.invalid_number_mask(arr, integer=False))[0]
             raise au.BadRows(rows, name, what, "expected a number") from None
         return _t(vals.to_numpy(zero_copy_only=False))
 
-    def _sequence_label_delim(self, name: str, arr: pa.Array) -> str | None:
-        """The delimiter of a label column that holds a sequence, else None.
+    def _jagged_label_delim(self, name: str, arr: pa.Array) -> str | None:
+        """How a label column holds one value per item, else None (a scalar label).
 
-        A label named ``<sequence_name>__<x>`` whose cells are strings or lists holds one
-        value per item of that sequence group (upstream's candidate labels).
+        As upstream, a ``list<int>`` / ``list<float>`` label (any name) holds several values
+        per row (e.g. one per candidate, ``item_action_weight``); ``""`` is returned. A
+        string label named ``<sequence_name>__<x>`` holds one value per item of that sequence
+        group, joined by the group's delimiter (returned).
         """
+        t = au.decode(au.combine(arr)).type
+        if au.is_listlike(t):
+            return ""
         seq_name, sep, _ = name.partition("__")
-        if not sep or seq_name not in self._groups:
-            return None
-        t = au.combine(arr).type
-        if not (au.is_stringlike(t) or au.is_listlike(t)):
+        if not sep or seq_name not in self._groups or not au.is_stringlike(t):
             return None
         return self._groups[seq_name][0].sequence_delim
 
-    def _sequence_label(self, name: str, arr: pa.Array, delim: str, num_rows: int) -> JaggedTensor:
-        lists = au.to_list_array(au.combine(arr)[:num_rows], delim)
+    def _jagged_label(self, name: str, arr: pa.Array, delim: str, num_rows: int) -> JaggedTensor:
+        """Values (int64 for integer lists, else float32) and per-row lengths of a label."""
+        lists = au.to_list_array(au.decode(au.combine(arr))[:num_rows], delim or ";")
         off = au.list_offsets(lists)
-        values = au.list_values(lists)
+        values = au.decode(au.list_values(lists))
+        lengths = _t(au.lengths_from_offsets(off))
+        if pa.types.is_integer(values.type):
+            ints = values.cast(pa.int64(), safe=False).fill_null(0)
+            return JaggedTensor(values=_t(ints.to_numpy(zero_copy_only=False)), lengths=lengths)
+        if not (pa.types.is_floating(values.type) or au.is_stringlike(values.type)):
+            raise au.BadType(
+                name,
+                "label",
+                f"type {lists.type} is not supported (expected int, float, list<int> or "
+                "list<float>)",
+            )
         try:
-            vals = pc.cast(values, pa.float32())
+            vals = pc.cast(values, pa.float32(), safe=au.is_stringlike(values.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             bad = au.invalid_number_mask(values, integer=False)
             rows = np.unique(au.parent_rows(off)[np.nonzero(bad)[0]])
             raise au.BadRows(rows, name, "label", "expected numbers") from None
-        return JaggedTensor(
-            values=_t(vals.to_numpy(zero_copy_only=False)),
-            lengths=_t(au.lengths_from_offsets(off)),
-        )
+        return JaggedTensor(values=_t(vals.to_numpy(zero_copy_only=False)), lengths=lengths)
 
     def parse(self, columns: dict[str, pa.Array], num_rows: int) -> Batch:
         """Build a Batch; ``num_rows`` is the base row count.
@@ -160,11 +179,11 @@ class DataParser:
         batch.sequence_dense_features = seq_dense
         batch.int64_features = int64
         for name in self.label_fields:
-            seq_delim = self._sequence_label_delim(name, columns[name])
+            seq_delim = self._jagged_label_delim(name, columns[name])
             if seq_delim is not None:
                 # e.g. ``cand_seq__action_weight``: one label per candidate item, kept
                 # jagged beside the raw sequence features
-                seq_dense[name] = self._sequence_label(name, columns[name], seq_delim, num_rows)
+                seq_dense[name] = self._jagged_label(name, columns[name], seq_delim, num_rows)
                 continue
             batch.labels[name] = self._float_column(name, columns[name], "label")[:num_rows]
         for name in self.sample_weight_fields:

@@ -90,7 +90,9 @@ class BaseFeature:
         config: the ``IdFeature`` / ``RawFeature`` message.
         kind: the ``FeatureConfig`` oneof name (``id_feature``, ``sequence_raw_feature``, ...)
             or, for a sub-feature of a ``sequence_feature``, the sub-feature's oneof name.
-        multival_sep: separator of multi-value cells (``data_config.fg_encoded_multival_sep``).
+        multival_sep: separator of multi-value cells (``data_config.fg_encoded_multival_sep``
+            in FG_NONE, the feature's ``separator`` in FG_DAG / FG_NORMAL).
+        fg_mode: ``data_config.fg_mode`` by name; decides which column is read first.
         sequence_name: set for sub-features of a ``sequence_feature`` group.
         sequence_delim: the group's delimiter (sub-features only).
         sequence_length: the group's max length (sub-features only).
@@ -101,6 +103,7 @@ class BaseFeature:
         config: Any,
         kind: str,
         multival_sep: str = "\x03",
+        fg_mode: str = "FG_NONE",
         sequence_name: str | None = None,
         sequence_delim: str | None = None,
         sequence_length: int | None = None,
@@ -108,6 +111,7 @@ class BaseFeature:
         self.config = config
         self.kind = kind
         self.multival_sep = multival_sep or "\x03"
+        self.fg_mode = fg_mode
         self.sequence_name = sequence_name
         self.is_grouped_sequence = sequence_name is not None
         self.is_sequence = self.is_grouped_sequence or kind.startswith("sequence_")
@@ -235,11 +239,37 @@ class BaseFeature:
 
         Raises:
             BadRows: when some rows hold malformed values.
+            BadType: when the column's arrow type cannot hold this feature.
         """
-        arr = au.combine(columns[self.input_name])
+        arr = au.decode(au.combine(columns[self.input_name]))
+        self._check_type(arr.type)
         if self.is_sequence:
             return self._parse_sequence(arr)
         return self._parse_single(arr)
+
+    #: What the column's values may be, for the one-line error on other types.
+    _accepted = "int, float, string, list<int>, list<float> or list<string>"
+
+    def _value_type_ok(self, t: pa.DataType) -> bool:
+        """Whether a (scalar or list element) value type can be read."""
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or au.is_stringlike(t)
+
+    def _check_type(self, t: pa.DataType) -> None:
+        """Refuse column types upstream refuses too (one line naming the type)."""
+        if pa.types.is_null(t) or self._value_type_ok(t):
+            return
+        if au.is_listlike(t):
+            inner = t.value_type
+            if self._value_type_ok(inner) or pa.types.is_null(inner):
+                return
+            if self.is_sequence and au.is_listlike(inner) and self._value_type_ok(inner.value_type):
+                return  # list<list<...>>: items with several values each
+        raise au.BadType(
+            self.input_name,
+            self.name,
+            f"type {t} is not supported (expected {self._accepted}"
+            + (", or list<list<...>> for a sequence)" if self.is_sequence else ")"),
+        )
 
     def _parse_single(self, arr: pa.Array) -> ParsedData:
         raise NotImplementedError
@@ -272,8 +302,7 @@ class BaseFeature:
             seq = pa.nulls(len(arr), pa.list_(pa.string()))
             items = pa.array([], pa.list_(pa.string()))
         else:
-            raise au.BadRows(
-                np.arange(len(arr)),
+            raise au.BadType(
                 self.input_name,
                 self.name,
                 f"expected a string or list column for a sequence, got {t}",

@@ -38,6 +38,15 @@ def create_features(
     sep = "\x03"
     if data_config is not None and data_config.HasField("fg_encoded_multival_sep"):
         sep = data_config.fg_encoded_multival_sep
+    mode = fg_mode(data_config)
+
+    def sep_of(cfg: Any) -> str:
+        # FG_NONE cells are fg-encoded (``fg_encoded_multival_sep``); FG_DAG / FG_NORMAL
+        # cells are raw fg inputs, whose values each feature joins by its ``separator``
+        if mode in ("FG_DAG", "FG_NORMAL") and hasattr(cfg, "separator"):
+            return cfg.separator
+        return sep
+
     features: list[BaseFeature] = []
     seen: dict[str, str] = {}
     for i, fc in enumerate(feature_configs):
@@ -59,14 +68,16 @@ def create_features(
                 feat = _SUB_CLASSES[sub_kind](
                     sub_cfg,
                     sub_kind,
-                    multival_sep=sep,
+                    multival_sep=sep_of(sub_cfg),
+                    fg_mode=mode,
                     sequence_name=cfg.sequence_name,
                     sequence_delim=cfg.sequence_delim,
                     sequence_length=cfg.sequence_length,
                 )
                 _add(features, seen, feat, f"{where}.sequence_feature.features[{j}]")
         elif kind in _CLASSES:
-            _add(features, seen, _CLASSES[kind](cfg, kind, multival_sep=sep), where)
+            feat = _CLASSES[kind](cfg, kind, multival_sep=sep_of(cfg), fg_mode=mode)
+            _add(features, seen, feat, where)
         else:
             raise ConfigError(
                 f"{where}: {kind} is not supported by tzrec-data "
@@ -76,6 +87,18 @@ def create_features(
     for feat in features:
         feat.is_neg = feat.name in negatives
     return features
+
+
+def fg_mode(data_config: Any | None) -> str:
+    """``data_config.fg_mode`` by name (``FG_NONE`` without a data config)."""
+    if data_config is None or not hasattr(data_config, "fg_mode"):
+        return "FG_NONE"
+    return (
+        type(data_config)
+        .DESCRIPTOR.fields_by_name["fg_mode"]
+        .enum_type.values_by_number[data_config.fg_mode]
+        .name
+    )
 
 
 def candidate_feature(features: Iterable[BaseFeature], item_id_field: str) -> BaseFeature | None:

@@ -57,6 +57,15 @@ class IdFeature(BaseFeature):
             raise ConfigError(f"feature {self.name}: weighted ids with a vocab are unsupported")
         self._default = self._compute_default()
 
+    _accepted = "int, string, list<int>, list<string> or map<int,float>"
+
+    def _check_type(self, t: pa.DataType) -> None:
+        """Ids also come as ``map<int, float>`` (id -> weight), as upstream reads them."""
+        if pa.types.is_map(t) and not self.is_sequence:
+            if pa.types.is_integer(t.key_type) or au.is_stringlike(t.key_type):
+                return
+        super()._check_type(t)
+
     @property
     def is_sparse(self) -> bool:
         """Always sparse."""
@@ -234,6 +243,8 @@ class IdFeature(BaseFeature):
                 )
 
     def _parse_single(self, arr: pa.Array) -> SparseData:
+        if pa.types.is_map(arr.type):
+            arr = _map_to_lists(arr, self.is_weighted)
         if (
             pa.types.is_integer(arr.type)
             and arr.null_count == 0
@@ -292,3 +303,14 @@ class IdFeature(BaseFeature):
                 rows, self.input_name, self.name, "expected exactly one id per sequence item"
             )
         return SequenceSparseData(self.name, ids, item_lengths, seq_lengths.astype(np.int32))
+
+
+def _map_to_lists(arr: pa.MapArray, weighted: bool) -> pa.ListArray:
+    """``map<id, weight>`` cells as lists of ids, or of ``id:weight`` strings when weighted."""
+    values = arr.keys
+    if weighted:
+        values = pc.binary_join_element_wise(
+            arr.keys.cast(pa.string()), arr.items.cast(pa.string()), ":"
+        )
+    mask = arr.is_null() if arr.null_count else None
+    return pa.ListArray.from_arrays(arr.offsets, values, mask=mask)

@@ -311,6 +311,12 @@ class BaseDataset(IterableDataset):
                 return None
             try:
                 return self._parse_table(table)
+            except au.BadType as bad:
+                files = table.column(FILE_COL).to_numpy()
+                raise DataError(
+                    f"{self.files[int(files[0])]}: column '{bad.column}' ({bad.feature}): "
+                    f"{bad.reason}"
+                ) from None
             except au.BadRows as bad:
                 rows = bad.rows[bad.rows < table.num_rows]
                 if len(rows) == 0:
