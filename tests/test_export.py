@@ -388,3 +388,99 @@ def test_predict_counts_and_reports_nan_outputs(dssm, tmp_path, caplog):
 
 def _batch_sizes(rows: int, batch: int) -> list[int]:
     return [min(batch, rows - i) for i in range(0, rows, batch)]
+
+
+@pytest.fixture(scope="module")
+def dssm_export(dssm, tmp_path_factory):
+    """One export of the DSSM towers, shared by the tests that only read it."""
+    _, model_dir = dssm
+    out = tmp_path_factory.mktemp("dssm_shared_export") / "export"
+    assert export(model_dir, out) == 0
+    return out
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        OSError(28, "No space left on device", "{path}"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+            "file data/0: file write failed"
+        ),
+    ],
+    ids=["enospc", "c10-error"],
+)
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_export(
+    dssm, tmp_path, capsys, monkeypatch, fault
+):
+    import tzrec.export.scripting as scripting
+
+    _, model_dir = dssm
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "old.txt").write_text("previous export")
+
+    def full(path, data):
+        if isinstance(fault, OSError):
+            raise OSError(fault.errno, fault.strerror, str(path))
+        raise fault
+
+    monkeypatch.setattr(scripting, "write_file", full)
+    assert export(model_dir, out, "--overwrite") == 1
+    line = one_line_error(capsys)
+    assert line.startswith(f"tzrec: error: export to {out} failed: "), line
+    if isinstance(fault, OSError):
+        assert "[Errno 28 ENOSPC] No space left on device: " in line
+        assert f"{out.parent}/.export.tmp-" in line and "scripted_model.pt" in line
+    else:
+        assert "PytorchStreamWriter failed writing file data/0" in line
+    # the temporary copy is gone, the old export untouched
+    assert siblings(out) == ["export"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_an_interrupted_replace_is_recovered_by_the_next_export(dssm, tmp_path, capsys):
+    from tzrec.export.atomic import OLD_TAG, TMP_TAG, unique_name
+
+    _, model_dir = dssm
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "old.txt").write_text("previous export")
+    # what a kill between "old -> backup" and "new -> export" leaves (see test_atomic)
+    out.rename(unique_name(out, OLD_TAG))
+    orphan = unique_name(out, TMP_TAG)
+    orphan.mkdir()
+    (orphan / "scripted_model.pt").write_bytes(b"half")
+    assert export(model_dir, out) == 1  # the old export is back, so it exists
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3, err
+    assert "restored the previous copy left by an interrupted replace" in err[0]
+    assert f"removing {orphan.name} left by an interrupted run" in err[1]
+    assert err[2].startswith("tzrec: error: ") and "already exists; pass --overwrite" in err[2]
+    assert siblings(out) == ["export"] and (out / "old.txt").is_file()
+    out.rename(unique_name(out, OLD_TAG))
+    assert export(model_dir, out, "--overwrite") == 0
+    assert siblings(out) == ["export"]
+    assert sorted(p.name for p in out.iterdir()) == ["item_tower", "user_tower"]
+
+
+def test_a_second_export_into_a_locked_dir_is_refused_naming_the_holder(
+    dssm, tmp_path, capsys
+):
+    import os
+
+    from tzrec.export.atomic import output_lock
+
+    _, model_dir = dssm
+    out = tmp_path / "export"
+    with output_lock(out, "--export_dir"):
+        # flock is per open file: a second open in this process is a second holder
+        assert export(model_dir, out) == 1
+    line = one_line_error(capsys)
+    assert f"--export_dir {out} is being written by another tzrec process" in line
+    assert f"(pid {os.getpid()}," in line
+    assert siblings(out) == []
