@@ -39,18 +39,69 @@ def test_mask_with_targets_and_contextual_matches_hand_written():
     assert torch.equal(got, expected)
 
 
-def test_mask_window_keeps_contextual_keys():
+def test_mask_window_hides_contextual_keys_outside_it():
+    # upstream rule: contextual keys count as id 0, so the window hides them too
     expected = torch.tensor(
         [
             [1, 1, 1, 1, 1],  # contextual query sees all non-targets
             [1, 1, 0, 0, 0],
-            [1, 1, 1, 0, 0],
-            [1, 0, 1, 1, 0],  # window 1: key 1 dropped
-            [1, 0, 0, 1, 1],  # key 0 is contextual: always visible
+            [0, 1, 1, 0, 0],  # window 1: contextual key 0 is 2 ids away
+            [0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1],
         ],
         dtype=torch.bool,
     )
     got = hstu_attention_mask(5, contextual_seq_len=1, max_attn_len=1)
+    assert torch.equal(got, expected)
+
+
+def test_mask_two_contextual_tokens_share_one_id_under_a_window():
+    # c=2: positions 0,1 have id 0, position 2 id 1, ... ; window 2
+    expected = torch.tensor(
+        [
+            [1, 1, 1, 1, 1, 1],  # contextual queries see every non-target key
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 0, 0, 0],  # id 1: both contextual keys (id 0) are 1 away
+            [1, 1, 1, 1, 0, 0],  # id 2: contextual keys 2 away, still inside
+            [0, 0, 1, 1, 1, 0],  # id 3: contextual keys 3 away, hidden
+            [0, 0, 0, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    got = hstu_attention_mask(6, contextual_seq_len=2, max_attn_len=2)
+    assert torch.equal(got, expected)
+
+
+def test_mask_non_causal_history_sees_targets():
+    # n=5, 2 targets: history queries see every other key, targets included;
+    # targets see the history and themselves, not each other
+    expected = torch.tensor(
+        [
+            [1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 0],
+            [1, 1, 1, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    got = hstu_attention_mask(5, num_targets=2, causal=False)
+    assert torch.equal(got, expected)
+
+
+def test_mask_non_causal_window_counts_targets_at_the_history_end():
+    # n=5, 2 targets (id 3), window 1
+    expected = torch.tensor(
+        [
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0],
+            [0, 1, 1, 1, 1],  # id 2 sees ids 1 and 3 (both targets)
+            [0, 0, 1, 1, 0],
+            [0, 0, 1, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    got = hstu_attention_mask(5, num_targets=2, max_attn_len=1, causal=False)
     assert torch.equal(got, expected)
 
 

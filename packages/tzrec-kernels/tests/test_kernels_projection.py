@@ -1,4 +1,4 @@
-"""Fused uvqk projection: split layout and Triton parity."""
+"""uvqk projection: split layout, SiLU on u only, and Triton parity."""
 
 import pytest
 import torch
@@ -12,10 +12,12 @@ def test_split_layout_and_shapes():
     out_dim = heads * (2 * hidden + 2 * attn_dim)
     x, w, b = torch.randn(5, 6), torch.randn(6, out_dim), torch.randn(out_dim)
     u, v, q, k = uvqk_projection(x, w, b, heads, attn_dim, hidden)
-    full = torch.nn.functional.silu(x @ w + b)
+    full = x @ w + b  # SiLU on u only (upstream HSTU); v, q, k stay linear
     assert u.shape == (5, 8) and v.shape == (5, 2, 4)
     assert q.shape == (5, 2, 3) and k.shape == (5, 2, 3)
-    torch.testing.assert_close(u, full[:, :8])
+    torch.testing.assert_close(u, torch.nn.functional.silu(full[:, :8]))
+    torch.testing.assert_close(v.reshape(5, -1), full[:, 8:16])
+    torch.testing.assert_close(q.reshape(5, -1), full[:, 16:22])
     torch.testing.assert_close(k.reshape(5, -1), full[:, -6:])
 
 

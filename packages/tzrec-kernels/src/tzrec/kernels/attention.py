@@ -1,22 +1,24 @@
 """HSTU pointwise attention over jagged sequences (PyTorch reference and dispatch).
 
-For one row of length ``n`` with ``t`` candidate targets at its end and ``c``
-contextual tokens at its start, let ``h = n - t`` (end of history) and
-``i_eff = min(i, h)``. Query ``i`` may see key ``j`` iff any of:
+The mask is TorchEasyRec's (and generative-recommenders') ``_get_valid_attn_mask``. For one
+row of length ``n`` with ``t`` candidate targets at its end and ``c`` contextual tokens at
+its start, give every position ``p`` an id::
 
-* ``j == i`` (every position sees itself);
-* causal: ``i >= c`` and ``j < i_eff`` (strictly earlier, never a target), and,
-  when ``max_attn_len = m > 0``, also ``j < c`` or ``i_eff - j <= m``
-  (contextual keys stay visible outside the window);
-  non-causal: ``j < h`` (all non-target keys), with the window
-  ``|i_eff - j| <= m`` or ``j < c`` when ``m > 0``;
-* ``i < c`` and ``j < h`` (contextual queries see every non-target key).
+    off = max(c - 1, 0)          # the c contextual tokens share id 0
+    hid = n - t - off            # id of the targets (all targets share it)
+    id(p) = min(max(p - off, 0), hid)
 
-So targets see the history (and contextual tokens) and themselves, never each
-other. This is the ``_get_valid_attn_mask`` rule of generative-recommenders,
-except that contextual keys are exempt from ``max_attn_len``.
+and let ``d = id(i) - id(j)`` (``|d|`` when not causal). Query ``i`` sees key ``j`` iff
+``(i == j or d > 0)`` and, when ``max_attn_len = m > 0``, ``d <= m``; or, when ``c > 0``,
+``id(i) == 0 and id(j) < hid`` (contextual queries see every non-target key). So:
 
-attn = SiLU(alpha * Q Kᵀ) / max_seq_len, masked, then dropout; out = attn V.
+* causal: a history query sees earlier keys; targets see the contextual tokens, the history
+  and themselves, never each other; with a window, every key farther than ``m`` ids away is
+  hidden, contextual keys included (only contextual queries look outside the window);
+* non-causal: every key with a different id, so history queries also see the targets.
+
+attn = SiLU(alpha * Q Kᵀ) / max_seq_len, masked, then dropout; out = attn V. The divisor
+``max_seq_len`` is what TorchEasyRec calls ``scaling_seqlen`` (the STU layer passes it).
 """
 
 from __future__ import annotations
@@ -63,18 +65,20 @@ def _visibility(
 ) -> torch.Tensor:
     """:func:`attention_visibility` on tensors (TorchScript compiles it too)."""
     c = contextual_seq_len
-    h = (n - num_targets.clamp(min=0)).clamp(min=0)
-    i_eff = torch.minimum(i, h)
-    if causal:
-        hist = (i >= c) & (j < i_eff)
-        dist = i_eff - j
-    else:
-        hist = j < h
-        dist = (i_eff - j).abs()
+    off = c - 1 if c > 0 else 0
+    t = torch.minimum(num_targets.clamp(min=0), n)
+    hid = n - t - off
+    id_i = torch.minimum((i - off).clamp(min=0), hid)
+    id_j = torch.minimum((j - off).clamp(min=0), hid)
+    dist = id_i - id_j
+    if not causal:
+        dist = dist.abs()
+    visible = (i == j) | (dist > 0)
     if max_attn_len > 0:
-        hist = hist & ((j < c) | (dist <= max_attn_len))
-    ctx = (i < c) & (j < h)
-    return ((i == j) | hist | ctx) & (i < n) & (j < n)
+        visible = visible & (dist <= max_attn_len)
+    if c > 0:
+        visible = visible | ((id_i == 0) & (id_j < hid))
+    return visible & (i < n) & (j < n)
 
 
 def hstu_attention_mask(
@@ -416,7 +420,7 @@ def hstu_mha(
         dropout_pr: dropout probability on the attention weights.
         training: dropout only applies when True.
         num_targets: optional (B,) number of candidate positions at row ends.
-        max_attn_len: if > 0, the attention window (contextual keys exempt).
+        max_attn_len: if > 0, the attention window in ids (see the module doc).
         contextual_seq_len: number of leading contextual tokens in every row.
         kernel: PYTORCH or TRITON (degrades to PYTORCH when unavailable).
 

@@ -1,4 +1,4 @@
-"""Fused HSTU input projection: SiLU(x W + b) split into u, v, q, k."""
+"""HSTU input projection: x W + b split into u, v, q, k, SiLU on u only (as upstream)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def uvqk_projection(
     hidden_dim: int,
     kernel: Kernel | int | str = Kernel.PYTORCH,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SiLU(x @ weight + bias) split as in generative-recommenders' HSTU.
+    """``x @ weight + bias`` split into u, v, q, k; u = SiLU(u) (generative-recommenders' HSTU).
 
     Args:
         x: (total, in_dim) jagged values.
@@ -26,7 +26,7 @@ def uvqk_projection(
         num_heads: number of attention heads H.
         attn_dim: per-head q/k width.
         hidden_dim: per-head u/v width.
-        kernel: PYTORCH or TRITON (fused matmul + bias + SiLU).
+        kernel: PYTORCH or TRITON (matmul + bias, SiLU fused for the u columns).
 
     Returns:
         u (total, H*hidden_dim), v (total, H, hidden_dim),
@@ -40,22 +40,16 @@ def uvqk_projection(
         )
     if bias.shape != (out_dim,):
         raise ValueError(f"uvqk_projection: bias must be ({out_dim},)")
+    u_width = hidden_dim * num_heads
     if resolve_kernel(kernel, x.device) == Kernel.TRITON:
-        from tzrec.kernels.triton_projection import triton_linear_silu
+        from tzrec.kernels.triton_projection import triton_linear, triton_linear_silu
 
-        uvqk = triton_linear_silu(x, weight, bias)
+        u = triton_linear_silu(x, weight[:, :u_width], bias[:u_width])
+        vqk = triton_linear(x, weight[:, u_width:], bias[u_width:])
     else:
-        uvqk = F.silu(torch.addmm(bias, x, weight))
-    u, v, q, k = torch.split(
-        uvqk,
-        [
-            hidden_dim * num_heads,
-            hidden_dim * num_heads,
-            attn_dim * num_heads,
-            attn_dim * num_heads,
-        ],
-        dim=1,
-    )
+        uvqk = torch.addmm(bias, x, weight)
+        u, vqk = F.silu(uvqk[:, :u_width]), uvqk[:, u_width:]
+    v, q, k = torch.split(vqk, [u_width, attn_dim * num_heads, attn_dim * num_heads], dim=1)
     total = x.shape[0]
     return (
         u,

@@ -17,19 +17,19 @@ _BLOCK_N = 16
 
 @triton.jit
 def _visible(offs_m, offs_n, n, h, c, m, CAUSAL: tl.constexpr):
-    """Visibility of keys offs_n to queries offs_m (same rule as the reference)."""
+    """Visibility of keys offs_n to queries offs_m (same id rule as the reference)."""
     i = offs_m[:, None]
     j = offs_n[None, :]
-    i_eff = tl.minimum(i, h)
-    if CAUSAL:
-        hist = (i >= c) & (j < i_eff)
-        dist = i_eff - j
-    else:
-        hist = j < h
-        dist = tl.abs(i_eff - j)
-    hist = hist & ((m <= 0) | (j < c) | (dist <= m))
-    ctx = (i < c) & (j < h)
-    return ((i == j) | hist | ctx) & (i < n) & (j < n)
+    off = tl.maximum(c - 1, 0)
+    hid = h - off
+    id_i = tl.minimum(tl.maximum(i - off, 0), hid)
+    id_j = tl.minimum(tl.maximum(j - off, 0), hid)
+    dist = id_i - id_j
+    if not CAUSAL:
+        dist = tl.abs(dist)
+    vis = ((i == j) | (dist > 0)) & ((m <= 0) | (dist <= m))
+    vis = vis | ((c > 0) & (id_i == 0) & (id_j < hid))
+    return vis & (i < n) & (j < n)
 
 
 @triton.jit

@@ -118,6 +118,26 @@ class _LinearSiLU(torch.autograd.Function):
         return dx, dw, dpre.sum(0)
 
 
+class _Linear(torch.autograd.Function):
+    """x W + b with Triton matmuls forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return _matmul(x, weight, bias.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        return _matmul(grad, weight.t()), _matmul(x.t(), grad), grad.sum(0)
+
+
+def triton_linear(x, weight, bias):
+    """Triton x @ weight + bias, x (M, K), weight (K, N), bias (N,)."""
+    return _Linear.apply(x, weight, bias)
+
+
 def triton_linear_silu(x, weight, bias):
     """Triton SiLU(x @ weight + bias), x (M, K), weight (K, N), bias (N,)."""
     return _LinearSiLU.apply(x, weight, bias)

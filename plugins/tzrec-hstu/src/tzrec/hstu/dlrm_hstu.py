@@ -200,7 +200,7 @@ class DlrmHSTU(BaseModel):
         )
         self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
         self.input_dropout_ratio = float(hstu.input_dropout_ratio)
-        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel)
+        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel, self.max_seq_len)
         chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
         if chosen is None:
             raise ConfigError(

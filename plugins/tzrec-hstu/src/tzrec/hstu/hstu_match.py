@@ -123,7 +123,11 @@ class HSTUMatchUserTower(nn.Module):
         )
         self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
         self.input_dropout_ratio = float(hstu.input_dropout_ratio)
-        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel)
+        # attention weights are divided by the tower's max_seq_len unless stu.scaling_seqlen
+        # says otherwise (upstream passes scaling_seqlen=tower_config.max_seq_len)
+        self.stu = STUStack(
+            hstu.stu, int(hstu.attn_num_layers), kernel, int(tower_config.max_seq_len)
+        )
         chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
         if chosen is None:
             raise ConfigError("hstu.output_postprocessor: set l2norm_postprocessor or another")

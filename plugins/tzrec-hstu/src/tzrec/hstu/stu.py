@@ -1,63 +1,162 @@
 """STU: the HSTU transducer layer (``STULayer``) and a stack of them (``STUStack``).
 
-One layer, for jagged input ``x`` (N, D) with row offsets (B + 1,)::
+One layer, for jagged input ``x`` (N, D) with row offsets (B + 1,), as TorchEasyRec's and
+generative-recommenders' ``STULayer`` compute it::
 
-    u, v, q, k = SiLU(LN(x) W_uvqk + b)                     # tzrec.kernels.uvqk_projection
-    a = hstu_mha(q, k, v)                                    # causal pointwise attention
-    y = x + W_o · dropout(u * norm(a))                       # norm: layer norm or per head
+    u, v, q, k = split(LN(x) W_uvqk + b_uvqk);  u = SiLU(u)   # tzrec.kernels.uvqk_projection
+    a = hstu_mha(q, k, v) / scaling_seqlen                    # causal, target-aware mask
+    y = dropout(concat[u, a, u * norm(a)])                    # (N, 3 * H * hidden)
+    out = x + y @ W_o                                         # W_o (3 * H * hidden, D), no bias
 
-as in generative-recommenders' ``STULayer``. The attention kernel is the model's ``kernel``
-(PYTORCH or TRITON; TRITON degrades to PYTORCH where Triton cannot run, see tzrec.kernels).
+``LN`` and ``norm`` use eps 1e-6; ``norm`` is a layer norm over all heads, or with
+``use_group_norm`` a per-head norm whose weight and bias are one value per head. The
+attention kernel is the model's ``kernel`` (PYTORCH or TRITON; TRITON degrades to PYTORCH
+where Triton cannot run, see tzrec.kernels).
+
+Parameters are named as upstream's without the leading underscore, except
+``_uvqk_beta`` → ``uvqk_bias``; :data:`UPSTREAM_RENAMES` and :func:`load_upstream_hstu`
+load a TorchEasyRec HSTU state dict (STU layers and positional encoder) into ours.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from tzrec.core.errors import ConfigError
 from tzrec.kernels import Kernel, group_norm, hstu_mha, layer_norm, uvqk_projection
 from tzrec.protos import module_pb2
 
+#: layer-norm epsilon of both norms (upstream's ``norm_eps``)
+NORM_EPS = 1e-6
+
+
+def _project(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    shape: tuple[int, int, int],
+    kernel: Kernel | int | str,
+    recompute_normed_x: bool,
+    recompute_uvqk: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LN + uvqk projection; the recompute flags drop LN(x) and/or uvqk from saved state."""
+    heads, attn_dim, hidden_dim = shape
+
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        return layer_norm(t, norm_weight, norm_bias, eps=NORM_EPS, kernel=kernel)
+
+    def proj(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return uvqk_projection(t, weight, bias, heads, attn_dim, hidden_dim, kernel=kernel)
+
+    if not torch.is_grad_enabled():
+        recompute_normed_x = recompute_uvqk = False
+    if recompute_normed_x and recompute_uvqk:
+        return checkpoint(lambda t: proj(norm(t)), x, use_reentrant=False)
+    if recompute_normed_x:
+        return proj(checkpoint(norm, x, use_reentrant=False))
+    if recompute_uvqk:
+        return checkpoint(proj, norm(x), use_reentrant=False)
+    return proj(norm(x))
+
+
+def _norm_mul_concat(
+    attn: torch.Tensor,
+    u: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    num_heads: int,
+    use_group_norm: bool,
+    dropout: float,
+    training: bool,
+    kernel: Kernel | int | str,
+) -> torch.Tensor:
+    """dropout(concat[u, a, u * norm(a)]): the input of the output projection."""
+    if use_group_norm:
+        hidden = attn.shape[1] // num_heads
+        normed = group_norm(
+            attn,
+            norm_weight.repeat_interleave(hidden),
+            norm_bias.repeat_interleave(hidden),
+            num_groups=num_heads,
+            eps=NORM_EPS,
+            kernel=kernel,
+        )
+    else:
+        normed = layer_norm(attn, norm_weight, norm_bias, eps=NORM_EPS, kernel=kernel)
+    y = torch.cat([u, attn, u * normed], dim=1)
+    return F.dropout(y, p=dropout, training=training)
+
 
 class STULayer(nn.Module):
-    """One HSTU layer over jagged sequences.
+    """One HSTU layer over jagged sequences (see the module doc for the formula).
 
     Args:
-        config: an ``STU`` message (embedding_dim, num_heads, hidden_dim, attention_dim,
-            output_dropout_ratio, max_attn_len, attn_alpha, use_group_norm).
+        config: an ``STU`` message. ``contextual_seq_len`` >= 0 overrides the contextual
+            token count the model passes; ``scaling_seqlen`` >= 0 overrides the divisor
+            of the attention weights; ``recompute_*`` trade memory for a recomputation in
+            backward (same numbers); ``sort_by_length`` is a scheduling hint of upstream's
+            GPU kernels (our kernels schedule per row: no effect on results);
+            ``sla_k1``/``sla_k2`` (semi-local attention) are refused.
         kernel: PYTORCH or TRITON.
+        scaling_seqlen: the divisor when ``config.scaling_seqlen`` < 0 (the model's
+            ``max_seq_len``, as upstream passes it); <= 0: the ``max_seq_len`` of the call.
+
+    Raises:
+        ConfigError: sla_k1/sla_k2 set, scaling_seqlen 0, non-positive dims.
     """
 
-    def __init__(self, config: module_pb2.STU, kernel: Kernel | int | str = Kernel.PYTORCH):
+    def __init__(
+        self,
+        config: module_pb2.STU,
+        kernel: Kernel | int | str = Kernel.PYTORCH,
+        scaling_seqlen: int = -1,
+    ):
         super().__init__()
+        check_stu_config(config)
         self.embedding_dim = int(config.embedding_dim)
         self.num_heads = int(config.num_heads)
         self.hidden_dim = int(config.hidden_dim)
         self.attention_dim = int(config.attention_dim)
         self.output_dropout_ratio = float(config.output_dropout_ratio)
         self.max_attn_len = int(config.max_attn_len)
+        # upstream: ``attn_alpha or 1 / sqrt(attention_dim)`` (0 means the default)
         self.alpha = (
-            float(config.attn_alpha)
-            if config.HasField("attn_alpha") and config.attn_alpha > 0
-            else 1.0 / math.sqrt(self.attention_dim)
+            float(config.attn_alpha) if config.attn_alpha else 1.0 / math.sqrt(self.attention_dim)
         )
         self.use_group_norm = bool(config.use_group_norm)
+        self.recompute_normed_x = bool(config.recompute_normed_x)
+        self.recompute_uvqk = bool(config.recompute_uvqk)
+        self.recompute_y = bool(config.recompute_y)
+        self.contextual_seq_len = int(config.contextual_seq_len)
+        self.scaling_seqlen = (
+            int(config.scaling_seqlen) if config.scaling_seqlen >= 0 else int(scaling_seqlen)
+        )
         self.kernel = kernel
-        width = self.num_heads * (2 * self.hidden_dim + 2 * self.attention_dim)
+        heads, hidden = self.num_heads, self.hidden_dim
+        width = heads * (2 * hidden + 2 * self.attention_dim)
         self.input_norm_weight = nn.Parameter(torch.ones(self.embedding_dim))
         self.input_norm_bias = nn.Parameter(torch.zeros(self.embedding_dim))
         self.uvqk_weight = nn.Parameter(torch.empty(self.embedding_dim, width))
         self.uvqk_bias = nn.Parameter(torch.zeros(width))
-        attn_width = self.num_heads * self.hidden_dim
-        self.output_norm_weight = nn.Parameter(torch.ones(attn_width))
-        self.output_norm_bias = nn.Parameter(torch.zeros(attn_width))
-        self.output = nn.Linear(attn_width, self.embedding_dim)
+        norm_width = heads if self.use_group_norm else heads * hidden
+        self.output_norm_weight = nn.Parameter(torch.ones(norm_width))
+        self.output_norm_bias = nn.Parameter(torch.zeros(norm_width))
+        self.output_weight = nn.Parameter(torch.empty(3 * heads * hidden, self.embedding_dim))
         nn.init.xavier_uniform_(self.uvqk_weight)
-        nn.init.xavier_uniform_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
+        nn.init.xavier_uniform_(self.output_weight)
+
+    def divisor(self, max_seq_len: int) -> int:
+        """What the attention weights are divided by (``scaling_seqlen``)."""
+        return self.scaling_seqlen if self.scaling_seqlen > 0 else int(max_seq_len)
 
     def forward(
         self,
@@ -69,21 +168,24 @@ class STULayer(nn.Module):
     ) -> torch.Tensor:
         """Jagged (N, D) in, jagged (N, D) out (same offsets).
 
-        ``num_targets`` (B,): candidates at the end of every row; they see the history and
-        themselves, not each other (tzrec.kernels.hstu_mha's mask).
+        ``contextual_seq_len``: contextual tokens at the start of every row (the config's
+        ``contextual_seq_len`` wins when >= 0). ``num_targets`` (B,): candidates at the end
+        of every row; they see the history and themselves, not each other.
         """
-        normed = layer_norm(x, self.input_norm_weight, self.input_norm_bias, kernel=self.kernel)
-        u, v, q, k = uvqk_projection(
-            normed,
+        c = self.contextual_seq_len if self.contextual_seq_len >= 0 else contextual_seq_len
+        u, v, q, k = _project(
+            x,
+            self.input_norm_weight,
+            self.input_norm_bias,
             self.uvqk_weight,
             self.uvqk_bias,
-            self.num_heads,
-            self.attention_dim,
-            self.hidden_dim,
-            kernel=self.kernel,
+            (self.num_heads, self.attention_dim, self.hidden_dim),
+            self.kernel,
+            self.training and self.recompute_normed_x,
+            self.training and self.recompute_uvqk,
         )
         attn = hstu_mha(
-            max_seq_len,
+            self.divisor(max_seq_len),
             self.alpha,
             q,
             k,
@@ -94,19 +196,46 @@ class STULayer(nn.Module):
             training=self.training,
             num_targets=num_targets,
             max_attn_len=self.max_attn_len,
-            contextual_seq_len=contextual_seq_len,
+            contextual_seq_len=int(c),
             kernel=self.kernel,
         ).reshape(x.shape[0], -1)
-        norm_groups = self.num_heads if self.use_group_norm else 1
-        attn = group_norm(
+        args = (
             attn,
+            u,
             self.output_norm_weight,
             self.output_norm_bias,
-            num_groups=norm_groups,
-            kernel=self.kernel,
+            self.num_heads,
+            self.use_group_norm,
+            self.output_dropout_ratio,
+            self.training,
+            self.kernel,
         )
-        y = F.dropout(u * attn, p=self.output_dropout_ratio, training=self.training)
-        return x + self.output(y)
+        if self.training and self.recompute_y and torch.is_grad_enabled():
+            y = checkpoint(_norm_mul_concat, *args, use_reentrant=False)
+        else:
+            y = _norm_mul_concat(*args)
+        return torch.addmm(x, y, self.output_weight)
+
+
+def check_stu_config(config: module_pb2.STU, where: str = "hstu.stu") -> None:
+    """Refuse, in one line, STU settings tzrec does not implement or that cannot work."""
+    for name in ("embedding_dim", "num_heads", "hidden_dim", "attention_dim"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{where}.{name} must be > 0, got {getattr(config, name)}")
+    if config.sla_k1 > 0 or config.sla_k2 > 0:
+        raise ConfigError(
+            f"{where}.sla_k1/sla_k2 (semi-local attention, got {config.sla_k1}/"
+            f"{config.sla_k2}) are not supported by tzrec-hstu; leave them 0"
+        )
+    if config.HasField("scaling_seqlen") and config.scaling_seqlen == 0:
+        raise ConfigError(
+            f"{where}.scaling_seqlen is 0 (a division by zero); set it > 0, or -1 for the "
+            "model's max_seq_len"
+        )
+    if not 0.0 <= config.output_dropout_ratio < 1.0:
+        raise ConfigError(
+            f"{where}.output_dropout_ratio must be in [0, 1), got {config.output_dropout_ratio}"
+        )
 
 
 class STUStack(nn.Module):
@@ -116,6 +245,7 @@ class STUStack(nn.Module):
         config: the ``STU`` message every layer uses.
         num_layers: how many layers (``HSTU.attn_num_layers``).
         kernel: PYTORCH or TRITON.
+        scaling_seqlen: see :class:`STULayer`.
     """
 
     def __init__(
@@ -123,9 +253,12 @@ class STUStack(nn.Module):
         config: module_pb2.STU,
         num_layers: int,
         kernel: Kernel | int | str = Kernel.PYTORCH,
+        scaling_seqlen: int = -1,
     ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([STULayer(config, kernel) for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [STULayer(config, kernel, scaling_seqlen) for _ in range(num_layers)]
+        )
 
     def forward(
         self,
@@ -139,3 +272,83 @@ class STUStack(nn.Module):
         for layer in self.layers:
             x = layer(x, seq_offsets, max_seq_len, contextual_seq_len, num_targets)
         return x
+
+
+#: upstream parameter name → ours, inside one STU layer / the positional encoder
+UPSTREAM_RENAMES = {
+    "_input_norm_weight": "input_norm_weight",
+    "_input_norm_bias": "input_norm_bias",
+    "_uvqk_weight": "uvqk_weight",
+    "_uvqk_beta": "uvqk_bias",
+    "_output_norm_weight": "output_norm_weight",
+    "_output_norm_bias": "output_norm_bias",
+    "_output_weight": "output_weight",
+    "_position_embeddings_weight": "position_embeddings",
+    "_timestamp_embeddings_weight": "timestamp_embeddings",
+}
+_UPSTREAM_STU = re.compile(r"(?:^|\.)_stu_module\._stu_layers\.(\d+)\.(_\w+)$")
+_UPSTREAM_POS = re.compile(r"(?:^|\.)_positional_encoder\.(_\w+)$")
+
+
+def upstream_key_map(keys: list[str] | Mapping[str, object]) -> dict[str, str]:
+    """Upstream key → our key, relative to the module holding ``stu`` / ``positional_encoder``.
+
+    ``<model>._stu_module._stu_layers.<i>._uvqk_beta`` becomes ``stu.layers.<i>.uvqk_bias``,
+    ``<model>._positional_encoder._position_embeddings_weight`` becomes
+    ``positional_encoder.position_embeddings``; other keys (embedding tables,
+    preprocessors, towers) are not mapped.
+    """
+    out: dict[str, str] = {}
+    for key in keys:
+        m = _UPSTREAM_STU.search(key)
+        if m and m.group(2) in UPSTREAM_RENAMES:
+            out[key] = f"stu.layers.{m.group(1)}.{UPSTREAM_RENAMES[m.group(2)]}"
+            continue
+        m = _UPSTREAM_POS.search(key)
+        if m and m.group(1) in UPSTREAM_RENAMES:
+            out[key] = f"positional_encoder.{UPSTREAM_RENAMES[m.group(1)]}"
+    return out
+
+
+def load_upstream_hstu(
+    target: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> list[str]:
+    """Copy a TorchEasyRec HSTU state dict's STU and positional weights into ``target``.
+
+    ``target`` holds ``stu`` (an :class:`STUStack`) and optionally ``positional_encoder``
+    (an encoder or user tower of ours). Returns our names that were loaded. Every layer of
+    ``target.stu`` must be found, with the same shapes.
+
+    Raises:
+        ConfigError: no STU weights in ``state_dict``, a layer-count or shape mismatch.
+    """
+    mapping = upstream_key_map(state_dict)
+    ours = target.state_dict()
+    wanted = {k for k in ours if k.startswith("stu.layers.")}
+    found = {v for v in mapping.values() if v.startswith("stu.layers.")}
+    if not found:
+        raise ConfigError(
+            f"{source}: no TorchEasyRec STU weights (keys ending "
+            "'_stu_module._stu_layers.<i>._uvqk_weight' ...)"
+        )
+    if found != wanted:
+        missing = sorted(wanted - found)[:3]
+        extra = sorted(found - wanted)[:3]
+        raise ConfigError(
+            f"{source}: STU layers differ from the model's (missing {missing}, unexpected "
+            f"{extra}); check attn_num_layers and use_group_norm"
+        )
+    loaded: list[str] = []
+    with torch.no_grad():
+        for up, mine in mapping.items():
+            if mine not in ours:
+                continue
+            value = state_dict[up]
+            if tuple(value.shape) != tuple(ours[mine].shape):
+                raise ConfigError(
+                    f"{source}: '{up}' has shape {tuple(value.shape)} but '{mine}' needs "
+                    f"{tuple(ours[mine].shape)}"
+                )
+            ours[mine].copy_(value)
+            loaded.append(mine)
+    return sorted(loaded)
