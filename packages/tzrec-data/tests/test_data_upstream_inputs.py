@@ -286,3 +286,116 @@ def test_float64_scalar_label_is_float32_and_unsupported_types_are_one_line(
     dc = data_config("dataset_type: ParquetDataset batch_size: 2")
     with pytest.raises(DataError, match=r"column 'flag' \(flag\): type bool is not supported"):
         list(ParquetDataset(dc, flag, path, mode="eval"))
+
+
+# ---- sub-feature naming as upstream derives it in every fg_mode ------------------------
+
+# upstream's dlrm_hstu rtp kuairand shape: FG_DAG, RTP-style names (single underscore)
+RTP_CONFIG = """
+data_config {
+    batch_size: 2
+    dataset_type: ParquetDataset
+    fg_mode: FG_DAG
+    label_fields: ["cand_seq_action_weight"]
+}
+feature_configs {
+    sequence_feature {
+        sequence_name: "uih_seq"
+        sequence_length: 10
+        sequence_delim: "|"
+        features { id_feature { feature_name: "video_id" expression: "item:video_id"
+            embedding_name: "video_id_emb" embedding_dim: 4 num_buckets: 100 } }
+        features { raw_feature { feature_name: "action_timestamp"
+            expression: "user:action_timestamp" } }
+    }
+}
+feature_configs {
+    sequence_feature {
+        sequence_name: "cand_seq"
+        sequence_length: 10
+        sequence_delim: "|"
+        features { id_feature { feature_name: "video_id" expression: "item:video_id"
+            embedding_name: "video_id_emb" embedding_dim: 4 num_buckets: 100 } }
+    }
+}
+feature_configs {
+    id_feature { feature_name: "user_id" expression: "user:user_id" embedding_dim: 4
+        num_buckets: 100 }
+}
+model_config {
+    feature_groups { group_name: "uih" feature_names: "uih_seq_video_id" group_type: DEEP }
+    feature_groups { group_name: "candidate" feature_names: "cand_seq_video_id"
+        group_type: DEEP }
+    multi_tower { }
+}
+"""
+
+
+def _rtp_data(write_parquet):
+    return write_parquet(
+        "rtp.parquet",
+        {
+            "uih_seq_video_id": pa.array(["1|2", "3"]),
+            "uih_seq_action_timestamp": pa.array([f"{T0_SECONDS}|{T0_SECONDS + 1}", "5"]),
+            "cand_seq_video_id": pa.array(["7|8", "9"]),
+            "user_id": pa.array([1, 2]),
+            "cand_seq_action_weight": pa.array(["1|0", "2"]),
+        },
+    )
+
+
+def test_rtp_names_use_one_underscore_with_use_rtp(monkeypatch, write_parquet):
+    from tzrec.core.config import feature_names, parse_pipeline_config
+
+    monkeypatch.setenv("USE_RTP", "1")
+    config = parse_pipeline_config(RTP_CONFIG)
+    assert {"uih_seq_video_id", "uih_seq_action_timestamp", "cand_seq_video_id"} <= set(
+        feature_names(config)
+    )
+    fs = create_features(config.feature_configs, config.data_config)
+    assert [f.name for f in fs] == [
+        "uih_seq_video_id",
+        "uih_seq_action_timestamp",
+        "cand_seq_video_id",
+        "user_id",
+    ]
+    # FG_DAG reads the expression column, prefixed by the group like the name
+    assert [f.input_names[0] for f in fs] == [f.name for f in fs]
+    (b,) = list(ParquetDataset(config.data_config, fs, _rtp_data(write_parquet), mode="eval"))
+    kjt = b.sparse_features["__BASE__"]
+    assert kjt["uih_seq_video_id"].lengths().tolist() == [2, 1]
+    assert kjt["cand_seq_video_id"].values().tolist() == [7, 8, 9]
+    ts = b.int64_features["uih_seq_action_timestamp"].values().reshape(-1).tolist()
+    assert ts[1] - ts[0] == 1
+    # the RTP-named candidate label is split by its group's delimiter, kept jagged
+    label = b.sequence_dense_features["cand_seq_action_weight"]
+    assert label.lengths().tolist() == [2, 1] and label.values().tolist() == [1.0, 0.0, 2.0]
+
+
+def test_default_names_use_two_underscores_and_rtp_names_hint_at_use_rtp(monkeypatch):
+    from tzrec.core.config import feature_names, parse_pipeline_config, validate_pipeline_config
+    from tzrec.core.errors import ConfigError
+
+    monkeypatch.delenv("USE_RTP", raising=False)
+    config = parse_pipeline_config(RTP_CONFIG)
+    assert "uih_seq__video_id" in feature_names(config)
+    fs = create_features(config.feature_configs, config.data_config)
+    assert fs[0].name == "uih_seq__video_id" and fs[0].input_names[0] == "uih_seq__video_id"
+    with pytest.raises(ConfigError, match=r"'uih_seq_video_id' is not defined.*USE_RTP=1"):
+        validate_pipeline_config(config, require_input_paths=False, allow_unsupported_fields=True)
+
+
+@pytest.mark.parametrize(
+    "mode, first", [("FG_NONE", "vid"), ("FG_BUCKETIZE", "vid"), ("FG_DAG", "video_id")]
+)
+def test_column_preference_follows_fg_mode(feature_configs, data_config, mode, first):
+    # upstream reads the feature-name column in FG_NONE and the expression column in FG_DAG
+    (f,) = create_features(
+        feature_configs(
+            'id_feature {feature_name: "vid" expression: "item:video_id" embedding_dim: 4 '
+            "num_buckets: 10}"
+        ),
+        data_config(f"fg_mode: {mode}"),
+    )
+    assert f.input_names[0] == first
+    assert f.resolve_input({"vid", "video_id"}) == first

@@ -161,10 +161,20 @@ def oneof_choices(message: Message, oneof: str) -> list[str]:
     return [f.name for f in message.DESCRIPTOR.oneofs_by_name[oneof].fields]
 
 
+def sequence_separator() -> str:
+    """What joins a sequence name and a sub-feature name: upstream's ``_underline`` rule.
+
+    ``__`` (``uih_seq__video_id``), or ``_`` when env ``USE_RTP=1`` (RTP-style names such
+    as ``uih_seq_video_id``), exactly as upstream derives sub-feature names.
+    """
+    return "_" if os.environ.get("USE_RTP", "0") == "1" else "__"
+
+
 def feature_names(config: pipeline_pb2.EasyRecConfig) -> dict[str, str]:
     """Every feature name a feature group may use, mapped to the config that defines it.
 
-    Sequence sub-features are named ``<sequence_name>__<feature_name>``.
+    Sequence sub-features are named ``<sequence_name>__<feature_name>`` (see
+    :func:`sequence_separator`).
     """
     names: dict[str, str] = {}
     for i, fc in enumerate(config.feature_configs):
@@ -184,7 +194,7 @@ def feature_names(config: pipeline_pb2.EasyRecConfig) -> dict[str, str]:
                     raise ConfigError(
                         f"{where}.sequence_feature.features[{j}]: sets no feature type"
                     )
-                sub_name = f"{seq_name}__{sub_chosen[1].feature_name}"
+                sub_name = f"{seq_name}{sequence_separator()}{sub_chosen[1].feature_name}"
                 _add_name(names, sub_name, f"{where}.sequence_feature.features[{j}]")
         else:
             fname = getattr(feat, "feature_name", "")
@@ -241,8 +251,25 @@ def validate_pipeline_config(
             if ref not in names:
                 raise ConfigError(
                     f"{where}: feature '{ref}' is not defined in feature_configs"
-                    f"{_suggest(ref, names)}"
+                    f"{_suggest(ref, names)}{_rtp_hint(ref, config)}"
                 )
+
+
+def _rtp_hint(name: str, config: pipeline_pb2.EasyRecConfig) -> str:
+    """A hint when ``name`` is a sequence sub-feature under the other naming rule."""
+    if sequence_separator() == "_" or "__" in name:
+        return ""
+    for fc in config.feature_configs:
+        chosen = which_oneof(fc, "feature")
+        if chosen is not None and chosen[0] == "sequence_feature":
+            seq = chosen[1]
+            if any(
+                name == f"{seq.sequence_name}_{which_oneof(sub, 'feature')[1].feature_name}"
+                for sub in seq.features
+                if which_oneof(sub, "feature")
+            ):
+                return "; RTP-style sub-feature names ('<sequence>_<feature>') need USE_RTP=1"
+    return ""
 
 
 def _suggest(name: str, known: Mapping[str, str]) -> str:

@@ -97,10 +97,13 @@ class DataParser:
         t = au.decode(au.combine(arr)).type
         if au.is_listlike(t):
             return ""
-        seq_name, sep, _ = name.partition("__")
-        if not sep or seq_name not in self._groups or not au.is_stringlike(t):
+        if not au.is_stringlike(t):
             return None
-        return self._groups[seq_name][0].sequence_delim
+        groups = sorted(self._groups.values(), key=lambda fs: -len(fs[0].grouped_sequence_prefix))
+        for feats in groups:  # the longest prefix wins ('cand_seq_' before 'cand_')
+            if name.startswith(feats[0].grouped_sequence_prefix):
+                return feats[0].sequence_delim
+        return None
 
     def _jagged_label(self, name: str, arr: pa.Array, delim: str, num_rows: int) -> JaggedTensor:
         """Values (int64 for integer lists, else float32) and per-row lengths of a label."""

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tzrec.core.config import sequence_separator
 from tzrec.core.errors import ConfigError
 from tzrec.data import arrow_utils as au
 
@@ -16,7 +17,8 @@ from tzrec.data import arrow_utils as au
 BASE_DATA_GROUP = "__BASE__"
 #: Data group of item-side features whose rows are extended with sampled negatives.
 NEG_DATA_GROUP = "__NEG__"
-#: Separator between a sequence name and a sub-feature name in column and feature names.
+#: Separator between a sequence name and a sub-feature name in column and feature names
+#: (upstream's default; ``USE_RTP=1`` makes it ``_``, see :func:`sequence_separator`).
 SEQ_SEP = "__"
 
 
@@ -131,33 +133,45 @@ class BaseFeature:
         #: Whether a sampler appends negatives to this feature's rows; set from the config's
         #: sampler by :func:`~tzrec.data.features.create_features` (the reader only checks it).
         self.is_neg = False
+        #: ``__`` between a sequence name and a sub-feature name, ``_`` with ``USE_RTP=1``
+        #: (upstream's ``_underline``), fixed when the feature is created.
+        self.sequence_separator = sequence_separator()
         #: The column actually read; resolved against a file schema by the reader.
         self.input_name = self.input_names[0]
 
     # ---- naming -------------------------------------------------------------------
     @property
+    def grouped_sequence_prefix(self) -> str:
+        """``<sequence_name>__`` (``<sequence_name>_`` with ``USE_RTP=1``); "" if not grouped."""
+        if not self.is_grouped_sequence:
+            return ""
+        return f"{self.sequence_name}{self.sequence_separator}"
+
+    @property
     def name(self) -> str:
         """Feature name; ``<sequence_name>__<feature_name>`` for grouped sub-features."""
-        if self.is_grouped_sequence:
-            return f"{self.sequence_name}{SEQ_SEP}{self.config.feature_name}"
-        return self.config.feature_name
+        return f"{self.grouped_sequence_prefix}{self.config.feature_name}"
 
     @property
     def input_names(self) -> list[str]:
         """Columns this feature may read, in order of preference.
 
-        The column named by the feature name comes first; the column named by
-        ``expression`` (``"user:video_id"`` -> ``video_id``; grouped: ``<seq>__video_id``)
-        is the fallback.
+        As upstream, FG_NONE (and FG_BUCKETIZE) reads the column named by the feature name
+        and FG_DAG / FG_NORMAL the column named by ``expression`` (``"user:video_id"`` ->
+        ``video_id``; grouped: ``<seq>__video_id``); the other one is the fallback.
         """
         names = [self.name]
         expr = getattr(self.config, "expression", "")
         if expr:
+            side = expr.split(":", 1)[0] if ":" in expr else ""
             col = column_of_expression(expr)
-            if self.is_grouped_sequence:
-                col = f"{self.sequence_name}{SEQ_SEP}{col}"
+            if side != "feature":  # upstream prefixes every input but another feature's
+                col = f"{self.grouped_sequence_prefix}{col}"
             if col not in names:
-                names.append(col)
+                if self.fg_mode in ("FG_DAG", "FG_NORMAL"):
+                    names.insert(0, col)
+                else:
+                    names.append(col)
         return names
 
     def resolve_input(self, columns: set[str] | list[str]) -> str | None:

@@ -85,6 +85,9 @@ class BaseSampler:
         self.field_delimiter = (
             config.field_delimiter if config.HasField("field_delimiter") else None
         )
+        #: Attribute -> the item-table column holding it when the table lacks the attribute's
+        #: own name (a candidate sequence's ``cand_seq__video_id`` stored as ``video_id``).
+        self.table_columns: dict[str, str] = {}
         self.rng = np.random.default_rng(seed)
         self._loaded = False
         self._warned = False
@@ -120,6 +123,7 @@ class BaseSampler:
             self.field_delimiter,
             self.attr_types,
             self.multival_sep,
+            self.table_columns,
         )
 
     def get(

@@ -19,7 +19,7 @@ import torch
 from tzrec.core.config import provided_by, which_oneof
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import arrow_utils as au
-from tzrec.data.features.base import SEQ_SEP, BaseFeature
+from tzrec.data.features.base import BaseFeature
 from tzrec.data.features.factory import candidate_feature, negative_feature_names
 from tzrec.data.samplers.base import HARD_NEG_INDICES, build_sampler_input
 from tzrec.data.samplers.candidates import combine_neg_as_candidate_sequence
@@ -153,10 +153,11 @@ def build_negative_join(
     names = set(column_names or [])
     cand_feat = candidate_feature(features, item_field)
     candidate = None
+    bare_names: dict[str, str] = {}
     if cand_feat is not None:
-        prefix = ""
-        if SEQ_SEP in item_field and cand_feat.is_grouped_sequence:
-            prefix = f"{cand_feat.sequence_name}{SEQ_SEP}"
+        prefix = cand_feat.grouped_sequence_prefix
+        if not item_field.startswith(prefix):
+            prefix = ""
         seq_inputs = {
             f.input_name
             for f in features
@@ -167,6 +168,7 @@ def build_negative_join(
         attrs = []
         for a in cfg.attr_fields:
             if prefix and a not in names and a not in seq_inputs and prefix + a in seq_inputs:
+                bare_names[prefix + a] = a
                 a = prefix + a
             attrs.append(a)
         del cfg.attr_fields[:]
@@ -185,6 +187,8 @@ def build_negative_join(
         is_training=is_training,
         multival_sep=getattr(data_config, "fg_encoded_multival_sep", "\x03"),
     )
+    # an item table may store a candidate attribute under its bare name (``video_id``)
+    sampler.table_columns.update(bare_names)
     columns = [item_field]
     user_field = getattr(cfg, "user_id_field", "")
     if user_field:

@@ -87,6 +87,7 @@ class NodeTable:
         field_delimiter: str | None = None,
         attr_types: dict[str, pa.DataType] | None = None,
         multival_sep: str = "\x03",
+        table_columns: dict[str, str] | None = None,
     ) -> None:
         table = read_table(path, field_delimiter)
         ids = _column(table, path, "id").cast(pa.int64())
@@ -106,7 +107,7 @@ class NodeTable:
         self.attrs: dict[str, pa.Array] = {}
         attr_fields = list(attr_fields or [])
         if attr_fields:
-            raw = self._split_attrs(table, path, attr_fields, attr_delimiter)
+            raw = self._split_attrs(table, path, attr_fields, attr_delimiter, table_columns)
             take = pa.array(order)
             for name, arr in raw.items():
                 arr = arr.take(take)
@@ -114,13 +115,19 @@ class NodeTable:
                 self.attrs[name] = _convert(arr, t, multival_sep, path, name)
 
     @staticmethod
-    def _split_attrs(table: pa.Table, path: str, attr_fields: list[str], delim: str):
+    def _split_attrs(
+        table: pa.Table,
+        path: str,
+        attr_fields: list[str],
+        delim: str,
+        table_columns: dict[str, str] | None = None,
+    ):
         if "feature" not in table.column_names:
             # a qualified candidate attribute (``cand_seq__video_id``) may be stored under
             # its bare sub-feature name (``video_id``) in a one-row-per-item table
             columns = {}
             for a in attr_fields:
-                bare = a.split(SEQ_SEP, 1)[-1]
+                bare = (table_columns or {}).get(a) or a.split(SEQ_SEP, 1)[-1]
                 columns[a] = a if a in table.column_names else bare
             missing = [a for a, c in columns.items() if c not in table.column_names]
             if missing:
