@@ -181,3 +181,49 @@ def test_raw_feature_in_a_wide_group_is_a_config_error(dataset):
     wide.group_type = 1
     with pytest.raises(ConfigError, match="feature 'price' is in a WIDE group but has no ids"):
         EmbeddingGroup(ds.features, config.model_config.feature_groups)
+
+
+def _deep_seq_dataset(tmp_path, pooling):
+    text = CONFIG.replace(
+        'group_name: "deep" feature_names: ["user_id", "item_id", "price"] group_type: DEEP',
+        'group_name: "deep" feature_names: ["user_id", "click_seq__item_id"] group_type: DEEP',
+    ).replace(
+        'features { id_feature { feature_name: "item_id" num_buckets: 50 embedding_dim: 6\n'
+        '                             embedding_name: "item_emb" } }',
+        'features { id_feature { feature_name: "item_id" num_buckets: 50 embedding_dim: 6\n'
+        f'                             embedding_name: "seq_emb" pooling: "{pooling}" }} }}',
+    )
+    config = parse_pipeline_config(text)
+    # only the DEEP group: the sequence table is read pooled only (an EmbeddingBag lookup)
+    del config.model_config.feature_groups[1:]
+    table = pa.table(
+        {
+            "user_id": [1, 2, 3],
+            "item_id": [5, 6, 7],
+            "price": [0.5, 1.0, 1.5],
+            "click_seq__item_id": ["5;6", "", "7;8;9;10"],
+            "click_seq__ts": ["1;2", "", "3;4;5;6"],
+            "clk": [0, 1, 0],
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    features = create_features(config.feature_configs, config.data_config)
+    ds = ParquetDataset(config.data_config, features, str(tmp_path / "d.parquet"), mode="eval")
+    return config, ds
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_sequence_id_feature_in_a_deep_group_is_pooled_over_its_items(tmp_path, pooling):
+    config, ds = _deep_seq_dataset(tmp_path, pooling)
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    assert eg.group_total_dim("deep") == 4 + 6
+    assert eg.layout.tables["seq_emb"].sequence is False  # pooled: EmbeddingBagCollection
+    out = eg(next(iter(ds)))["deep"]
+    weight = eg.impls["__BASE__"].ebc.embedding_bags["seq_emb"].weight.detach()
+    # sequence_length 3 keeps the 3 most recent items: 8, 9, 10 in row 2
+    rows = [[5, 6], [], [8, 9, 10]]
+    for row, ids in enumerate(rows):
+        want = weight[ids].sum(0) if ids else torch.zeros(6)
+        if pooling == "mean" and ids:
+            want = want / len(ids)
+        torch.testing.assert_close(out[row, 4:], want)

@@ -168,3 +168,33 @@ def test_shared_pooled_table_with_two_poolings_is_refused(tmp_path):
     groups = config.model_config.feature_groups[:1]
     with pytest.raises(ConfigError, match="embedding 'user_id_emb' is shared by features with"):
         GroupLayout(ds.features, groups)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_serving_pools_a_sequence_id_feature_in_a_deep_group_like_training(tmp_path, pooling):
+    text = (
+        CONFIG.replace(
+            'feature_names: ["user_id", "tags", "item_id", "price"] group_type: DEEP',
+            'feature_names: ["user_id", "click_seq__cate", "price", "click_seq__item_id"] '
+            "group_type: DEEP",
+        )
+        .replace(
+            'features { id_feature { feature_name: "cate" num_buckets: 20 embedding_dim: 2 } }',
+            'features { id_feature { feature_name: "cate" num_buckets: 20 embedding_dim: 2 '
+            f'pooling: "{pooling}" }} }}',
+        )
+        .replace(
+            'feature_names: ["item_id", "click_seq__item_id", "click_seq__cate", "click_seq__ts"]',
+            'feature_names: ["item_id", "click_seq__item_id", "click_seq__ts"]',
+        )
+    )
+    config, ds = dataset(tmp_path, text)
+    groups = list(config.model_config.feature_groups)
+    eg = EmbeddingGroup(ds.features, groups)
+    # click_seq__cate is read pooled only (EmbeddingBag); click_seq__item_id's table is also
+    # a sequence table (pooled here from the per-item lookups)
+    assert not eg.layout.tables["click_seq__cate_emb"].sequence
+    assert eg.layout.tables["item_emb"].sequence
+    out = assert_parity(eg, ds.features, groups, next(iter(ds)))
+    assert out["deep"].shape == (5, 4 + 2 + 1 + 6)
+    assert out["deep"][1, 4:6].abs().sum() == 0  # an empty history pools to zeros
