@@ -17,3 +17,9 @@ def register_samplers(register: Register) -> None:
     register("negative_sampler_v2", "tzrec.data.samplers.negative:NegativeSamplerV2")
     register("hard_negative_sampler", "tzrec.data.samplers.negative:HardNegativeSampler")
     register("hard_negative_sampler_v2", "tzrec.data.samplers.negative:HardNegativeSamplerV2")
+
+
+@hookimpl
+def register_commands(register: Register) -> None:
+    """``tzrec synth-data``: synthetic data with the columns a pipeline config reads."""
+    register("synth-data", "tzrec.data.synth:SynthDataCommand")
