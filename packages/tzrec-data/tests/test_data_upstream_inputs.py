@@ -399,3 +399,50 @@ def test_column_preference_follows_fg_mode(feature_configs, data_config, mode, f
     )
     assert f.input_names[0] == first
     assert f.resolve_input({"vid", "video_id"}) == first
+
+
+# ---- dataset types upstream has and tzrec does not ship --------------------------------
+
+ODPS_CONFIG = """
+train_input_path: "odps://project/tables/train"
+eval_input_path: "odps://project/tables/eval"
+model_dir: "{model_dir}"
+train_config {{
+  sparse_optimizer {{ adagrad_optimizer {{ lr: 0.01 }} constant_learning_rate {{}} }}
+  dense_optimizer {{ adam_optimizer {{ lr: 0.001 }} constant_learning_rate {{}} }}
+  num_epochs: 1
+}}
+data_config {{ batch_size: 8 dataset_type: {dataset_type} label_fields: "clk" num_workers: 0 }}
+feature_configs {{ id_feature {{ feature_name: "user_id" embedding_dim: 4 num_buckets: 10 }} }}
+model_config {{
+  feature_groups {{ group_name: "all" feature_names: "user_id" group_type: DEEP }}
+  multi_tower {{ towers {{ input: "all" mlp {{ hidden_units: [4] }} }} final {{ hidden_units: [2] }} }}
+  metrics {{ auc {{}} }}
+  losses {{ binary_cross_entropy {{}} }}
+}}
+"""
+
+
+@pytest.mark.parametrize("dataset_type", ["OdpsDataset", "OdpsDatasetV1", "KafkaDataset"])
+def test_upstream_only_dataset_types_are_one_line_naming_the_switch(tmp_path, capsys, dataset_type):
+    from tzrec.core.cli import main
+
+    cfg = tmp_path / "odps.config"
+    cfg.write_text(ODPS_CONFIG.format(model_dir=tmp_path / "m", dataset_type=dataset_type))
+    code = main(["train", "--pipeline_config_path", str(cfg)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert f"data_config.dataset_type {dataset_type}:" in err
+    assert "installed datasets: CsvDataset, ParquetDataset" in err
+    assert '--edit_config_json \'{"data_config.dataset_type": "ParquetDataset"}\'' in err
+
+
+def test_the_documented_switch_selects_the_parquet_reader(tmp_path):
+    from tzrec.core.build import dataset_class
+    from tzrec.core.config import load_pipeline_config
+    from tzrec.data import ParquetDataset as Parquet
+
+    cfg = tmp_path / "odps.config"
+    cfg.write_text(ODPS_CONFIG.format(model_dir=tmp_path / "m", dataset_type="OdpsDataset"))
+    config = load_pipeline_config(cfg, edits={"data_config.dataset_type": "ParquetDataset"})
+    assert dataset_class(config) is Parquet

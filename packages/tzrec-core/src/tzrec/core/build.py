@@ -15,16 +15,28 @@ from torch import nn
 
 from tzrec.core import plugins
 from tzrec.core.config import provided_by, which_oneof
-from tzrec.core.errors import ConfigError
+from tzrec.core.errors import ConfigError, PluginError
 from tzrec.protos import data_pb2, pipeline_pb2, train_pb2
 
 logger = logging.getLogger(__name__)
 
 
 def dataset_class(config: pipeline_pb2.EasyRecConfig) -> Any:
-    """The registered reader class for ``data_config.dataset_type``."""
+    """The registered reader class for ``data_config.dataset_type``.
+
+    Raises:
+        ConfigError: an upstream dataset type no installed plugin reads (``OdpsDataset``,
+            ``KafkaDataset``, ...): one line naming the readers and the switch to them.
+    """
     name = data_pb2.DatasetType.Name(config.data_config.dataset_type)
-    return plugins.get("datasets", name)
+    try:
+        return plugins.get("datasets", name)
+    except PluginError as e:
+        raise ConfigError(
+            f"data_config.dataset_type {name}: {e}; write the data as parquet or csv files "
+            "and point the config at them, e.g. --edit_config_json "
+            '\'{"data_config.dataset_type": "ParquetDataset"}\' with parquet input paths'
+        ) from None
 
 
 def create_features(config: pipeline_pb2.EasyRecConfig) -> list[Any]:
