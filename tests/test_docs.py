@@ -7,7 +7,8 @@ from tzrec.core.cli import main
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["plugins"], ["run"], ["train"], ["eval"], ["export"], ["predict"]]
+    "command",
+    [[], ["plugins"], ["run"], ["train"], ["eval"], ["export"], ["predict"], ["synth-data"]],
 )
 def test_cli_reference_matches_help_output(command, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
