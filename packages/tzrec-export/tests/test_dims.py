@@ -98,3 +98,78 @@ def test_dynamic_shapes_put_items_on_axis_0_and_lengths_on_axis_1():
     batch = spec["user"][0]
     assert spec["tags.sequence"][0] is batch and spec["tags.sequence"][1] is not items
     assert spec["click_items.sequence_length"] == {0: batch}
+
+
+MIXED_DIN = """
+train_input_path: "x" eval_input_path: "x" model_dir: "m"
+data_config { batch_size: 6 dataset_type: ParquetDataset label_fields: "clk" num_workers: 0 }
+feature_configs { id_feature { feature_name: "user_id" num_buckets: 20 embedding_dim: 4 } }
+feature_configs { id_feature { feature_name: "item_id" num_buckets: 30 embedding_dim: 8
+                               embedding_name: "item_emb" } }
+feature_configs { id_feature { feature_name: "cate_id" num_buckets: 10 embedding_dim: 4
+                               embedding_name: "cate_emb" } }
+feature_configs {
+  sequence_feature {
+    sequence_name: "click_seq" sequence_length: 5 sequence_delim: ";"
+    features { id_feature { feature_name: "item_id" num_buckets: 30 embedding_dim: 8
+                            embedding_name: "item_emb" } }
+    features { id_feature { feature_name: "cate_id" num_buckets: 10 embedding_dim: 4
+                            embedding_name: "cate_emb" } }
+  }
+}
+model_config {
+  feature_groups { group_name: "deep" feature_names: ["user_id", "item_id"] group_type: DEEP }
+  feature_groups {
+    group_name: "seq" group_type: SEQUENCE
+    feature_names: ["item_id", "cate_id", "click_seq__item_id", "click_seq__cate_id"]
+  }
+  multi_tower_din {
+    towers { input: "deep" mlp { hidden_units: [8] } }
+    din_towers { input: "seq" attn_mlp { hidden_units: [8] } }
+    final { hidden_units: [4] }
+  }
+  metrics { auc {} }
+  losses { binary_cross_entropy {} }
+}
+"""
+
+
+def test_multi_tower_din_with_mixed_sequence_dims_exports_aot(tmp_path):
+    """Sub-features of dims 8 and 4 in one sequence group: one table collection per dim."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tzrec.core.build import build_dataset, build_model
+    from tzrec.core.build import create_features as build_features
+    from tzrec.core.config import parse_pipeline_config
+    from tzrec.export.artifact import load_exported
+    from tzrec.export.exporter import write_artefact
+    from tzrec.export.wrappers import export_modules
+    from tzrec.models.inference import inputs_from_batch
+
+    config = parse_pipeline_config(MIXED_DIN)
+    rows = {
+        "user_id": [1, 2, 3, 4, 5, 6],
+        "item_id": [1, 2, 3, 4, 5, 6],
+        "cate_id": [1, 2, 3, 1, 2, 3],
+        "click_seq__item_id": ["1;2", "", "3;4;5;6;7", "8", "9;10;11", "12"],
+        "click_seq__cate_id": ["1;2", "", "3;4;5;6;7", "8", "9;1;2", "3"],
+        "clk": [0, 1, 0, 1, 1, 0],
+    }
+    pq.write_table(pa.table(rows), tmp_path / "d.parquet")
+    features = build_features(config)
+    ds = build_dataset(config, features, str(tmp_path / "d.parquet"), "eval")
+    torch.manual_seed(0)
+    model = build_model(config, ds.features)
+    assert sorted(model.embedding_group.impls["__BASE__"].ec) == ["dim4", "dim8"]
+    model.eval()
+    model.set_is_inference(True)
+    (module,) = export_modules(model)
+    batch = next(iter(ds.make_dataloader()))
+    inputs = inputs_from_batch(batch, module.features)
+    with torch.no_grad():
+        eager = model.predict(batch)
+    (tmp_path / "out").mkdir()
+    write_artefact(module, config, inputs, tmp_path / "out", True, tmp_path / "ckpt")
+    got = load_exported(tmp_path / "out")(inputs)
+    torch.testing.assert_close(got["probs"], eager["probs"], atol=1e-5, rtol=0)
