@@ -468,9 +468,7 @@ def test_an_interrupted_replace_is_recovered_by_the_next_export(dssm, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["item_tower", "user_tower"]
 
 
-def test_a_second_export_into_a_locked_dir_is_refused_naming_the_holder(
-    dssm, tmp_path, capsys
-):
+def test_a_second_export_into_a_locked_dir_is_refused_naming_the_holder(dssm, tmp_path, capsys):
     import os
 
     from tzrec.export.atomic import output_lock
@@ -484,3 +482,93 @@ def test_a_second_export_into_a_locked_dir_is_refused_naming_the_holder(
     assert f"--export_dir {out} is being written by another tzrec process" in line
     assert f"(pid {os.getpid()}," in line
     assert siblings(out) == []
+
+
+def predict_cli(model: Path, input_path: str, output: Path, *extra: str) -> int:
+    args = ["predict", "--scripted_model_path", str(model), "--predict_input_path", input_path]
+    return main([*args, "--predict_output_path", str(output), *extra])
+
+
+def test_predict_checks_its_output_before_reading_any_input(dssm_export, tmp_path, capsys):
+    user = dssm_export / "user_tower"
+    missing_input = str(tmp_path / "never_read.parquet")
+    (tmp_path / "dir.parquet").mkdir()
+    assert predict_cli(user, missing_input, tmp_path / "dir.parquet") == 1
+    line = one_line_error(capsys)
+    assert f"--predict_output_path {tmp_path / 'dir.parquet'} is a directory" in line
+    (tmp_path / "file_out").write_text("x")
+    assert predict_cli(user, missing_input, tmp_path / "file_out") == 1
+    assert "is a file, but a path not ending in .parquet" in one_line_error(capsys)
+    (tmp_path / "blocker").write_text("x")  # a file where a parent directory should be
+    assert predict_cli(user, missing_input, tmp_path / "blocker" / "o.parquet") == 1
+    assert f"{tmp_path / 'blocker'} is not a directory" in one_line_error(capsys)
+
+
+def test_predict_refuses_an_existing_output_unless_overwrite(dssm, dssm_export, tmp_path, capsys):
+    paths, _ = dssm
+    user = dssm_export / "user_tower"
+    out = tmp_path / "users.parquet"
+    out.write_bytes(b"old")
+    assert predict_cli(user, paths["eval"], out) == 1
+    assert "already exists; pass --overwrite to replace it" in one_line_error(capsys)
+    assert out.read_bytes() == b"old"
+    assert predict_cli(user, paths["eval"], out, "--overwrite") == 0
+    assert pq.read_table(out).num_rows == pq.read_table(paths["eval"]).num_rows
+    assert siblings(out) == ["users.parquet"]
+
+
+def test_predict_writes_a_directory_of_part_files_by_default(dssm, dssm_export, tmp_path):
+    paths, _ = dssm
+    out = tmp_path / "pred"
+    assert (
+        predict_cli(dssm_export / "user_tower", paths["eval"], out, "--reserved_columns", "user_id")
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet"]
+    table = pq.read_table(out / "part-0.parquet")
+    assert table.column_names == ["user_id", "user_tower_emb"]
+    assert (
+        table.column("user_id").to_pylist()
+        == pq.read_table(paths["eval"]).column("user_id").to_pylist()
+    )
+
+
+def test_a_failed_predict_leaves_no_temporary_file_and_cleans_old_ones(
+    dssm, dssm_export, tmp_path, capsys, monkeypatch
+):
+    import tzrec.export.outputs as outputs
+
+    paths, _ = dssm
+    user = dssm_export / "user_tower"
+    out = tmp_path / "users.parquet"
+    (tmp_path / ".users.parquet.tmp-99999-deadbeef").write_bytes(b"left by a kill")
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2]}), bad)
+    assert predict_cli(user, str(bad), out) == 1  # the input lacks age_level
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert "removing .users.parquet.tmp-99999-deadbeef left by an interrupted run" in warning
+    assert error.startswith("tzrec: error: ") and "age_level" in error
+    assert siblings(out) == ["bad.parquet"]  # no output, no temporary, the stale one gone
+
+    def full(self, table):
+        raise OSError(28, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(outputs.TableWriter, "write", full)
+    assert predict_cli(user, paths["eval"], out) == 1
+    line = one_line_error(capsys)
+    assert f"--predict_output_path {out}: not written ([Errno 28 ENOSPC] No space left" in line
+    assert siblings(out) == ["bad.parquet"]
+
+
+def test_predict_with_a_corrupt_scripted_model_names_the_file(dssm, dssm_export, tmp_path, capsys):
+    import shutil
+
+    paths, _ = dssm
+    user = tmp_path / "user_tower"
+    shutil.copytree(dssm_export / "user_tower", user)
+    data = (user / "scripted_model.pt").read_bytes()
+    (user / "scripted_model.pt").write_bytes(data[: len(data) // 3])
+    assert predict_cli(user, paths["eval"], tmp_path / "o.parquet") == 1
+    line = one_line_error(capsys)
+    assert f"{user / 'scripted_model.pt'}: cannot be loaded, the file is corrupt" in line
+    assert not (tmp_path / "o.parquet").exists()
