@@ -12,9 +12,10 @@ import pytest
 
 from tzrec.core.config import parse_pipeline_config
 from tzrec.core.engine import checkpoint as ckpt_mod
-from tzrec.core.engine import loop
+from tzrec.core.engine import guards, loop
 from tzrec.core.engine.engine import Engine
 from tzrec.core.engine.lock import DirLock, LockedError
+from tzrec.core.errors import DataError
 
 ROWS, BATCH = 192, 32  # 6 batches per epoch
 
@@ -220,3 +221,78 @@ def test_leftover_temp_files_of_this_model_dir_are_removed_at_start(data_path, t
     loop.train_and_evaluate(_config(data_path, model_dir, num_steps=4))
     assert not leftover.exists()
     assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def _write(tmp_path, name, clk):
+    rng = np.random.default_rng(1)
+    n = len(clk)
+    table = pa.table(
+        {
+            "user_id": rng.integers(0, 50, n),
+            "item_id": rng.integers(0, 50, n),
+            "clk": pa.array(clk, type=pa.float64()),
+        }
+    )
+    path = tmp_path / name
+    pq.write_table(table, path)
+    return str(path)
+
+
+def _unshuffled(data, model_dir, num_steps=6, eval_data=None):
+    config = _config(data, model_dir, num_steps=num_steps)
+    config.data_config.shuffle = False
+    config.eval_input_path = eval_data or data
+    return config
+
+
+def _labels_with(bad_batch, value, batches=6):
+    clk = [float(i % 2) for i in range(batches * BATCH)]
+    for i in range(bad_batch * BATCH, bad_batch * BATCH + 3):
+        clk[i] = value
+    return clk
+
+
+def test_nan_labels_stop_training_naming_the_step_and_column(tmp_path, monkeypatch):
+    monkeypatch.delenv("TZREC_NON_FINITE_LOSS", raising=False)
+    data = _write(tmp_path, "nan.parquet", _labels_with(2, float("nan")))
+    model_dir = tmp_path / "m"
+    with pytest.raises(guards.NonFiniteLossError) as e:
+        loop.train_and_evaluate(_unshuffled(data, model_dir))
+    msg = str(e.value)
+    assert msg.startswith("training stopped at step 3: non-finite loss (binary_cross_entropy=nan)")
+    assert "non-finite values in label 'clk' (3 values)" in msg and "\n" not in msg
+    assert not list(model_dir.glob("model.ckpt-*"))  # nothing non-finite is saved
+    assert not (model_dir / ".tzrec.lock").exists()
+
+
+def test_skip_policy_drops_and_counts_non_finite_batches(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TZREC_NON_FINITE_LOSS", "skip")
+    data = _write(tmp_path, "nan.parquet", _labels_with(2, float("inf")))
+    clean = _write(tmp_path, "clean.parquet", _labels_with(0, 0.0))
+    model_dir = tmp_path / "m"
+    caplog.set_level("WARNING")
+    result = loop.train_and_evaluate(_unshuffled(data, model_dir, num_steps=0, eval_data=clean))
+    assert result["skipped_non_finite"] == 1
+    assert result["global_step"] == 5  # 6 batches, one skipped
+    assert "1 batch(es) skipped for a non-finite loss" in caplog.text
+    assert all(np.isfinite(v) for v in result["metrics"].values())
+
+
+def test_bce_labels_outside_0_1_are_one_line_naming_the_column(tmp_path, monkeypatch):
+    data = _write(tmp_path, "five.parquet", _labels_with(1, 5.0))
+    with pytest.raises(DataError) as e:
+        loop.train_and_evaluate(_unshuffled(data, tmp_path / "m"))
+    assert str(e.value) == (
+        f"{data}: label 'clk' holds 3 value(s) outside [0, 1] in a batch (e.g. 5); "
+        "binary_cross_entropy needs labels in [0, 1]"
+    )
+
+
+def test_eval_on_labels_outside_the_domain_is_one_line(tmp_path):
+    good = _write(tmp_path, "good.parquet", _labels_with(0, 1.0))
+    bad = _write(tmp_path, "bad.parquet", _labels_with(0, -1.0))
+    model_dir = tmp_path / "m"
+    loop.train_and_evaluate(_unshuffled(good, model_dir, num_steps=2, eval_data=good))
+    config = _unshuffled(good, model_dir, eval_data=bad)
+    with pytest.raises(DataError, match=f"{bad}: label 'clk' holds 3 value.s. outside .0, 1."):
+        loop.evaluate(config)

@@ -21,6 +21,7 @@ from torch import nn
 
 from tzrec.core import build
 from tzrec.core.engine import checkpoint as ckpt
+from tzrec.core.engine import guards
 from tzrec.core.engine.distributed import capture_rng
 from tzrec.core.engine.optim import clip_gradients, gradient_clipping_kwargs
 from tzrec.core.engine.summary import ProgressReporter
@@ -129,6 +130,15 @@ def lockstep(batches: Any, what: str) -> Iterator[Any]:
         yield batch
 
 
+def _all_ranks_true(flag: bool, like: torch.Tensor) -> bool:
+    """True when ``flag`` holds on every rank (ranks must skip a step together)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=like.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(int(t))
+
+
 class Engine:
     """A model wrapped for (distributed) training: DMP, optimizers, schedules, checkpoints.
 
@@ -159,6 +169,9 @@ class Engine:
         self.dmp = DistributedModelParallel(
             wrapper, device=device, plan=sharding_plan(wrapper, device)
         )
+        self.label_domains = guards.label_domains(model)
+        #: False when the last :meth:`train_step` had a non-finite loss and changed nothing
+        self.last_step_applied = True
         self.optimizer: Any = None
         self.schedulers: list[Any] = []
         self.clip_config: Any = None
@@ -174,11 +187,18 @@ class Engine:
         return {f"g{i}": lr for i, lr in enumerate(self.schedulers[0].get_last_lr())}
 
     def train_step(self, batch: Any) -> dict[str, float]:
-        """Forward, backward, clip and step; returns the batch's losses as floats."""
+        """Forward, backward, clip and step; returns the batch's losses as floats.
+
+        A non-finite loss (on any rank) is not backpropagated: nothing changes, and
+        :attr:`last_step_applied` is False.
+        """
         self.dmp.train()
         batch = batch.to(self.device)
         self.optimizer.zero_grad()
         loss, (losses, _, _) = self.dmp(batch)
+        self.last_step_applied = _all_ranks_true(bool(torch.isfinite(loss.detach())), loss)
+        if not self.last_step_applied:
+            return {k: float(v) for k, v in losses.items()}
         loss.backward()
         if self.clip_config is not None:
             params = [p for p in self.dmp.parameters() if p.grad is not None]
@@ -190,15 +210,24 @@ class Engine:
         return {k: float(v) for k, v in losses.items()}
 
     def evaluate(
-        self, dataloader: Any, max_steps: int = 0, desc: str = "Evaluating"
+        self,
+        dataloader: Any,
+        max_steps: int = 0,
+        desc: str = "Evaluating",
+        where: str = "evaluation input",
     ) -> dict[str, float]:
-        """Metrics over ``dataloader`` (synchronised across ranks by the metrics)."""
+        """Metrics over ``dataloader`` (synchronised across ranks by the metrics).
+
+        Labels outside what the losses accept (or NaN/inf) are a one-line ``DataError``
+        naming ``where`` and the column.
+        """
         self.dmp.eval()
         self.model.reset_metric()
         progress = ProgressReporter(desc)
         steps = 0
         with torch.no_grad():
             for batch in lockstep(dataloader, "evaluation"):
+                guards.check_labels(batch, self.label_domains, where)
                 _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
                 self.model.update_metric(predictions, batch)
                 steps += 1

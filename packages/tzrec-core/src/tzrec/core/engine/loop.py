@@ -23,6 +23,7 @@ from tzrec.core import build
 from tzrec.core.config import save_message
 from tzrec.core.engine import checkpoint as ckpt
 from tzrec.core.engine import distributed as dist_util
+from tzrec.core.engine import guards
 from tzrec.core.engine.engine import Engine, TrainState, lockstep
 from tzrec.core.engine.lock import DirLock, LockedError
 from tzrec.core.engine.ranks import is_rank_zero
@@ -123,6 +124,7 @@ def _train(
 ) -> dict[str, Any]:
     tc = config.train_config
     model_dir = Path(config.model_dir)
+    policy = guards.non_finite_policy()
     store = ckpt.CheckpointStore(model_dir, tc.keep_checkpoint_max)
     if is_rank_zero():
         store.remove_stale_tmp()
@@ -201,7 +203,10 @@ def _train(
         # evaluation must not move the training generators (resume equality)
         with dist_util.isolated_rng():
             last_metrics = engine.evaluate(
-                eval_ds.make_dataloader(), eval_steps, f"Evaluating step {state.global_step}"
+                eval_ds.make_dataloader(),
+                eval_steps,
+                f"Evaluating step {state.global_step}",
+                where=config.eval_input_path,
             )
         summary.log_eval(state.global_step, last_metrics)
         write_eval_result(result_file, state.global_step, last_metrics)
@@ -243,6 +248,7 @@ def _train(
     # steady-state throughput excludes the first steps (reader start-up, lazy init)
     warm_step, warm_time = start_step + WARMUP_STEPS, 0.0
     done = bool(num_steps) and state.global_step >= num_steps
+    skipped = 0
     try:
         epoch = state.epoch
         while not done and (num_epochs == 0 or epoch < num_epochs):
@@ -251,9 +257,22 @@ def _train(
             seen = 0
             for batch in _batches(train_ds, epoch, skip, restore_position_rng):
                 seen += 1
+                guards.check_labels(
+                    batch, engine.label_domains, config.train_input_path, allow_non_finite=True
+                )
                 losses = engine.train_step(batch)
-                state.global_step += 1
                 state.batches_in_epoch += 1
+                if not engine.last_step_applied:
+                    message = guards.non_finite_message(state.global_step + 1, losses, batch)
+                    if policy == guards.STOP:
+                        raise guards.NonFiniteLossError(message)
+                    skipped += 1
+                    if skipped <= 10 or skipped % 100 == 0:
+                        logger.warning(
+                            "skipped batch %d with a non-finite loss: %s", skipped, message
+                        )
+                    continue
+                state.global_step += 1
                 if state.global_step == warm_step:
                     warm_time = time.monotonic()
                 progress.update(state.global_step, losses, engine.learning_rates())
@@ -278,6 +297,18 @@ def _train(
     loop_end = time.monotonic()
     elapsed = loop_end - start
     steps = state.global_step - start_step
+    if skipped:
+        logger.warning(
+            "%d batch(es) skipped for a non-finite loss (%s=%s)",
+            skipped,
+            guards.NON_FINITE_ENV,
+            policy,
+        )
+    if steps == 0 and skipped:
+        raise guards.NonFiniteLossError(
+            f"{config.train_input_path}: every batch had a non-finite loss ({skipped} skipped); "
+            "nothing was trained"
+        )
     if steps == 0 and start_step == 0:
         raise ConfigError(
             f"{config.train_input_path}: training read no batches (empty input, or every row "
@@ -298,6 +329,7 @@ def _train(
         "model_dir": str(model_dir),
         "checkpoint": str(store.path_for(state.global_step)),
         "data": dict(stats) if isinstance(stats, dict) else {},
+        "skipped_non_finite": skipped,
     }
 
 
@@ -314,7 +346,9 @@ def evaluate(
     model = build.build_model(config, eval_ds.features)
     engine = Engine(config, model, device, train=False)
     state = engine.restore(path, with_optimizer=False)
-    metrics = engine.evaluate(eval_ds.make_dataloader(), int(config.eval_config.num_steps))
+    metrics = engine.evaluate(
+        eval_ds.make_dataloader(), int(config.eval_config.num_steps), where=config.eval_input_path
+    )
     write_eval_result(Path(config.model_dir) / eval_result_filename, state.global_step, metrics)
     return {"global_step": state.global_step, "metrics": metrics, "checkpoint": str(path)}
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tzrec.core.engine.guards import LabelDomain
 from tzrec.core.errors import ConfigError
 from tzrec.data import Batch
 from tzrec.models.embedding import EmbeddingGroup
@@ -49,6 +50,24 @@ class RankModel(BaseModel):
         label = batch.labels[self._label_name]
         for metric in self._metric_modules.values():
             metric.update(predictions["probs"], label)
+
+    def label_domains(self) -> dict[str, LabelDomain]:
+        """The label values the configured losses accept (the engine checks every batch)."""
+        domain = None
+        for cfg in self._base_model_config.losses:
+            kind = cfg.WhichOneof("loss")
+            if kind in ("binary_cross_entropy", "binary_focal_loss", "jrc_loss"):
+                new = LabelDomain(0.0, 1.0, False, kind)
+            elif kind == "softmax_cross_entropy":
+                new = LabelDomain(0.0, float(max(self._num_class - 1, 0)), True, kind)
+            else:
+                continue
+            if domain is None or (new.high - new.low, new.integral) < (
+                domain.high - domain.low,
+                domain.integral,
+            ):
+                domain = new
+        return {self._label_name: domain} if domain is not None else {}
 
 
 class MultiTower(RankModel):
