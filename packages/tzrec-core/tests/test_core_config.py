@@ -293,3 +293,81 @@ def test_edited_config_survives_text_round_trip(config):
     again = pipeline_pb2.EasyRecConfig()
     text_format.Parse(text_format.MessageToString(config), again)
     assert again.model_config.dssm.temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "names"),
+    [
+        ("model_config { dssm { } multi_tower { } }", "1:25", "dssm and multi_tower"),
+        (
+            "model_config { dssm { } }\nmodel_config { multi_tower { } }",
+            "2:16",
+            "dssm and multi_tower",
+        ),
+        (
+            "data_config { negative_sampler { num_sample: 1 } hard_negative_sampler { } }",
+            "1:50",
+            "negative_sampler and hard_negative_sampler",
+        ),
+    ],
+)
+def test_two_choices_of_one_oneof_are_refused_at_parse_time(tmp_path, text, where, names):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{where}: ")
+    assert f"sets both {names}" in msg and "\n" not in msg
+    if "model_config" in text:
+        assert "but a config holds one model" in msg
+
+
+def test_a_oneof_member_given_twice_merges_and_a_repeated_scalar_keeps_the_last():
+    config = parse_pipeline_config(
+        "train_config { num_steps: 1 num_steps: 2 }\n"
+        "model_config { dssm { output_dim: 4 } dssm { temperature: 0.5 } }"
+    )
+    assert config.train_config.num_steps == 2
+    assert config.model_config.WhichOneof("model") == "dssm"
+    assert (config.model_config.dssm.output_dim, config.model_config.dssm.temperature) == (4, 0.5)
+
+
+def test_two_models_in_json_are_refused():
+    with pytest.raises(ConfigError, match=r"^p.json: .*multiple \"model\" oneof fields"):
+        parse_pipeline_config('{"model_config": {"dssm": {}, "multi_tower": {}}}', "p.json", "json")
+
+
+def test_a_builtin_model_and_a_plugin_model_extension_are_two_models():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pool = descriptor_pool.Default()
+    name = "two_models_ext_test.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        fdp = descriptor_pb2.FileDescriptorProto(
+            name=name, package="two_models_ext_test", syntax="proto2"
+        )
+        fdp.dependency.append("tzrec/protos/model.proto")
+        fdp.message_type.add(name="ExtModel")
+        fdp.extension.add(
+            name="ext_model",
+            number=10077,
+            type=11,
+            label=1,
+            type_name=".two_models_ext_test.ExtModel",
+            extendee=".tzrec.protos.ModelConfig",
+        )
+        pool.Add(fdp)
+    message_factory.GetMessageClassesForFiles([name], pool)
+    for text in (
+        "model_config { dssm { } [two_models_ext_test.ext_model] { } }",
+        "model_config { [two_models_ext_test.ext_model] { } dssm { } }",
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_pipeline_config(text, "p.config")
+        assert "ModelConfig sets both" in str(err.value)
+        assert "[two_models_ext_test.ext_model]" in str(err.value)
+    as_json = '{"model_config": {"dssm": {}, "[two_models_ext_test.ext_model]": {}}}'
+    with pytest.raises(ConfigError, match=r"^p.json: ModelConfig sets both dssm and \[two_"):
+        parse_pipeline_config(as_json, "p.json", "json")

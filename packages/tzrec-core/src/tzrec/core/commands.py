@@ -40,6 +40,23 @@ def add_pipeline_config_arg(parser: argparse.ArgumentParser, required: bool) -> 
         default=None,
         help="JSON object of config overrides, e.g. '{\"train_config.num_epochs\": 2}'",
     )
+    parser.add_argument(
+        "--allow_unsupported_fields",
+        action="store_true",
+        help="warn about config fields no installed package implements instead of refusing "
+        "the config (env TZREC_ALLOW_UNSUPPORTED_FIELDS=1)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for sizes and counts: an integer > 0, else a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def parse_edit_config_json(raw: str | None) -> dict[str, Any]:

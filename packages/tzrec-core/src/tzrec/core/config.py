@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from tzrec.core.config_edit import edit_config
 from tzrec.core.errors import ConfigError
+from tzrec.core.support import check_supported_fields
 from tzrec.protos import data_pb2, pipeline_pb2
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,13 @@ def parse_pipeline_config(
             json_format.Parse(text, config, ignore_unknown_fields=allow_unknown_field)
         except json_format.ParseError as e:
             raise ConfigError(f"{source}: {_one_line(str(e))}") from None
+        conflict = _first_choice_conflict(config)
+        if conflict:
+            raise ConfigError(f"{source}: {conflict}")
     else:
         try:
-            text_format.Merge(text, config, allow_unknown_field=allow_unknown_field)
+            parser = _OneChoiceParser(allow_unknown_field=allow_unknown_field)
+            parser.MergeLines(text.split("\n"), config)
         except text_format.ParseError as e:
             line, col = e.GetLine(), e.GetColumn()
             msg = _one_line(str(e))
@@ -71,6 +76,83 @@ def parse_pipeline_config(
             raise ConfigError(f"{where}: {msg}") from None
     _apply_fg_compat(config, source)
     return config
+
+
+def _choice_conflict(message: Message, field: FieldDescriptor) -> str | None:
+    """Why setting ``field`` on ``message`` would drop another choice, or None.
+
+    A oneof keeps one member, and a plugin's extension message stands for a member of its
+    holder's (first) oneof, so ``dssm {}`` then ``multi_tower {}`` -- or a built-in model
+    plus ``[plugin.model]`` -- is two models where text format would keep the last.
+    """
+    oneofs = message.DESCRIPTOR.oneofs
+    if field.containing_oneof is not None:
+        oneof = field.containing_oneof
+        other = message.WhichOneof(oneof.name)
+        if other is None and oneof is oneofs[0] and message.DESCRIPTOR.is_extendable:
+            other = _set_extension_choice(message, None)
+    elif field.is_extension and field.message_type is not None and oneofs:
+        oneof = oneofs[0]
+        other = message.WhichOneof(oneof.name) or _set_extension_choice(message, field)
+    else:
+        return None
+    if other is None or other == field.name:
+        return None
+    name = f"[{field.full_name}]" if field.is_extension else field.name
+    rule = "a config holds one model" if oneof.name == "model" else f"'{oneof.name}' is one choice"
+    return f"{message.DESCRIPTOR.name} sets both {other} and {name}, but {rule}; remove one"
+
+
+def _set_extension_choice(message: Message, besides: FieldDescriptor | None) -> str | None:
+    for fd, _ in message.ListFields():
+        if fd.is_extension and fd.message_type is not None and fd is not besides:
+            return f"[{fd.full_name}]"
+    return None
+
+
+def _first_choice_conflict(message: Message) -> str | None:
+    """The first oneof/extension choice conflict anywhere in a parsed message (JSON input)."""
+    desc = message.DESCRIPTOR
+    if desc.is_extendable and desc.oneofs:
+        chosen = message.WhichOneof(desc.oneofs[0].name)
+        exts = [fd for fd, _ in message.ListFields() if fd.is_extension and fd.message_type]
+        if exts and (chosen is not None or len(exts) > 1):
+            holder = type(message)()
+            if chosen is not None:
+                getattr(holder, chosen).SetInParent()
+            else:
+                holder.Extensions[exts.pop(0)].SetInParent()
+            return _choice_conflict(holder, exts[0])
+    for fd, value in message.ListFields():
+        if fd.message_type is None or fd.message_type.GetOptions().map_entry:
+            continue
+        for item in value if fd.is_repeated else [value]:
+            conflict = _first_choice_conflict(item)
+            if conflict:
+                return conflict
+    return None
+
+
+class _OneChoiceParser(text_format._Parser):  # noqa: SLF001 -- the merging parser, extended
+    """Text format's merging parser that refuses a second member of a oneof.
+
+    A repeated singular field still keeps its last value (upstream merges the same way);
+    only a choice that would silently drop another one is an error.
+    """
+
+    def _MergeMessageField(self, tokenizer: Any, message: Message, field: FieldDescriptor):  # noqa: N802
+        self._check_choice(tokenizer, message, field)
+        return super()._MergeMessageField(tokenizer, message, field)
+
+    def _MergeScalarField(self, tokenizer: Any, message: Message, field: FieldDescriptor):  # noqa: N802
+        self._check_choice(tokenizer, message, field)
+        return super()._MergeScalarField(tokenizer, message, field)
+
+    @staticmethod
+    def _check_choice(tokenizer: Any, message: Message, field: FieldDescriptor) -> None:
+        conflict = _choice_conflict(message, field)
+        if conflict:
+            raise tokenizer.ParseErrorPreviousToken(conflict)
 
 
 def load_pipeline_config(
@@ -217,11 +299,15 @@ def validate_pipeline_config(
     config: pipeline_pb2.EasyRecConfig,
     source: str = "<config>",
     require_input_paths: bool = True,
+    allow_unsupported_fields: bool | None = None,
 ) -> None:
     """Check a config beyond what parsing checks; raise one-line ConfigErrors.
 
-    Checks: required fields, exactly one model, feature definitions and that every
-    feature group names defined features with unique group names.
+    Checks: required fields; every set field is honoured by an installed package and every
+    declared size is positive (:func:`tzrec.core.support.check_supported_fields`;
+    ``allow_unsupported_fields``, default ``TZREC_ALLOW_UNSUPPORTED_FIELDS``, warns instead);
+    exactly one model; feature definitions and that every feature group names defined
+    features with unique group names.
     """
     if require_input_paths:
         # Only the top-level paths: upstream configs routinely leave nested "required"
@@ -229,6 +315,7 @@ def validate_pipeline_config(
         missing = [f for f in _INPUT_PATH_FIELDS if not config.HasField(f)]
         if missing:
             raise ConfigError(f"{source}: missing required field(s): {', '.join(missing)}")
+    check_supported_fields(config, source, allow_unsupported_fields)
     names = feature_names(config)
     mc = config.model_config
     if which_oneof(mc, "model") is None:

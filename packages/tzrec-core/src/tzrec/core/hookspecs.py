@@ -119,3 +119,22 @@ def register_commands(register: Register) -> None:
     reference to one): it has a ``help`` line, ``add_arguments(parser)`` and
     ``run(args) -> int``.
     """
+
+
+#: ``declare(*names)``: names of config fields a plugin honours (see register_supported_fields).
+Declare = Callable[..., None]
+
+
+@hookspec
+def register_supported_fields(declare: Declare) -> None:
+    """Declare the pipeline-config fields this plugin reads and honours.
+
+    ``declare("TrainConfig.num_steps", "DataConfig.batch_size>0", ...)``: each name is
+    ``<Message>.<field>`` (package ``tzrec.protos`` implied, else the full proto name, e.g.
+    an extension ``my_pkg.my_model`` or ``my_pkg.MyModelConfig.hidden_units``);
+    ``<Message>.*`` declares every field of a message whose fields the code reads generically;
+    a ``>0`` suffix also requires a set value (each element, if repeated) to be positive.
+    A set field that no installed plugin declares is refused when a config is validated
+    (``--allow_unsupported_fields`` makes that a warning), so declare a field in the same
+    commit that implements it, and never one that is parsed but not read.
+    """

@@ -253,6 +253,33 @@ class PluginManager:
             f"no installed plugin provides {noun} '{name}' (installed {kind}: {installed})"
         )
 
+    def supported_fields(self) -> list[tuple[str, PluginInfo]]:
+        """Every ``(field name, plugin)`` the ``register_supported_fields`` hook declares."""
+        self.load_entry_points()
+        out: list[tuple[str, PluginInfo]] = []
+        for impl in self.pm.hook.register_supported_fields.get_hookimpls():
+            info = self._infos[impl.plugin_name]
+
+            def declare(*names: str, info: PluginInfo = info) -> None:
+                for name in names:
+                    if not isinstance(name, str) or not name:
+                        raise PluginError(
+                            f"plugin '{info.name}' from {info.distribution} declared an "
+                            f"invalid config field name {name!r}"
+                        )
+                    out.append((name, info))
+
+            try:
+                impl.function(**{arg: declare for arg in impl.argnames})
+            except PluginError:
+                raise
+            except Exception as e:
+                raise PluginError(
+                    f"plugin '{info.name}' from {info.distribution} failed in "
+                    f"register_supported_fields: {type(e).__name__}: {e}"
+                ) from e
+        return out
+
     def plugins(self) -> list[PluginInfo]:
         """Loaded plugins in load order."""
         self.load_entry_points()

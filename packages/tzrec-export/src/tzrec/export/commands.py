@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tzrec.core.commands import Command, add_pipeline_config_arg
+from tzrec.core.commands import Command, add_pipeline_config_arg, positive_int
 from tzrec.core.errors import ConfigError
 
 
@@ -108,7 +108,7 @@ class PredictCommand(Command):
             "--reserved_columns", default=None, help="input columns copied to the output"
         )
         parser.add_argument("--output_columns", default=None, help="model outputs to write")
-        parser.add_argument("--batch_size", type=int, default=None, help="rows per batch")
+        parser.add_argument("--batch_size", type=positive_int, default=None, help="rows per batch")
         parser.add_argument("--predict_threads", type=int, default=None, help="reader workers")
         parser.add_argument("--is_profiling", action="store_true", help="profile prediction")
         parser.add_argument("--debug_level", type=int, default=0, help="extra debug output")
@@ -219,7 +219,7 @@ class EvalRetrievalCommand(Command):
         )
         parser.add_argument("--nlist", type=int, default=0, help="IVF lists (default: ~sqrt(n))")
         parser.add_argument("--nprobe", type=int, default=8, help="IVF lists searched")
-        parser.add_argument("--batch_size", type=int, default=1024, help="rows per batch")
+        parser.add_argument("--batch_size", type=positive_int, default=1024, help="rows per batch")
         parser.add_argument("--output_path", default=None, help="write the metrics as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -253,5 +253,159 @@ class EvalRetrievalCommand(Command):
         print(
             f"tzrec eval-retrieval: {result['users']} users, {result['items']} items, "
             f"{result['index']} index: {metrics}"
+        )
+        return 0
+
+
+class HitrateCommand(Command):
+    """``tzrec hitrate``: upstream's ``tools.hitrate`` over user and item embedding tables."""
+
+    help = "hitrate@K of user embeddings against an item embedding table (faiss)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Upstream ``tzrec.tools.hitrate`` flags."""
+        from tzrec.export.hitrate import INDEX_TYPES, READER_TYPES
+
+        parser.add_argument(
+            "--user_gt_input",
+            required=True,
+            help="user table: request id, ground-truth items, user embedding(s)",
+        )
+        parser.add_argument(
+            "--item_embedding_input", required=True, help="item table: item id, item embedding"
+        )
+        parser.add_argument(
+            "--total_hitrate_output", default=None, help="one-row table with column hitrate"
+        )
+        parser.add_argument(
+            "--hitrate_details_output",
+            default=None,
+            help="per-request table: id, topk_ids, topk_dists, hitrate, hit_ids",
+        )
+        parser.add_argument("--batch_size", type=int, default=1024, help="rows per batch")
+        parser.add_argument(
+            "--index_type", default="IVFFlatIP", choices=INDEX_TYPES, help="faiss index"
+        )
+        parser.add_argument("--top_k", type=int, default=200, help="candidates per interest")
+        parser.add_argument(
+            "--topk_across_interests",
+            action="store_true",
+            help="keep the best top_k over all interests instead of top_k per interest",
+        )
+        parser.add_argument("--ivf_nlist", type=int, default=1000, help="IVF lists")
+        parser.add_argument("--ivf_nprobe", type=int, default=800, help="IVF lists searched")
+        parser.add_argument("--item_id_field", default="item_id", help="item id column")
+        parser.add_argument(
+            "--item_embedding_field", default="item_tower_emb", help="item embedding column"
+        )
+        parser.add_argument("--request_id_field", default="request_id", help="request id column")
+        parser.add_argument(
+            "--gt_items_field", default="gt_items", help="ground-truth ids (list or 'a,b,c')"
+        )
+        parser.add_argument(
+            "--user_embedding_field", default="user_tower_emb", help="user embedding column"
+        )
+        parser.add_argument(
+            "--num_interests", type=int, default=1, help="user embeddings per request"
+        )
+        parser.add_argument(
+            "--num_interests_field", default=None, help="valid interests per request (column)"
+        )
+        parser.add_argument(
+            "--reader_type", default=None, choices=READER_TYPES, help="input format"
+        )
+        parser.add_argument(
+            "--writer_type",
+            default=None,
+            choices=["ParquetWriter"],
+            help="output format (parquet only)",
+        )
+        parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Index the items, search every request, report and write the hitrate."""
+        from tzrec.export.hitrate import hitrate
+
+        result = hitrate(
+            args.user_gt_input,
+            args.item_embedding_input,
+            total_hitrate_output=args.total_hitrate_output,
+            hitrate_details_output=args.hitrate_details_output,
+            batch_size=args.batch_size,
+            index_type=args.index_type,
+            top_k=args.top_k,
+            topk_across_interests=args.topk_across_interests,
+            ivf_nlist=args.ivf_nlist,
+            ivf_nprobe=args.ivf_nprobe,
+            item_id_field=args.item_id_field,
+            item_embedding_field=args.item_embedding_field,
+            request_id_field=args.request_id_field,
+            gt_items_field=args.gt_items_field,
+            user_embedding_field=args.user_embedding_field,
+            num_interests=args.num_interests,
+            num_interests_field=args.num_interests_field,
+            reader_type=args.reader_type,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"tzrec hitrate: hitrate@{args.top_k}={result['hitrate']:.6f} "
+            f"({result['hits']} of {result['gt_items']} ground-truth items, "
+            f"{result['requests']} requests, {result['requests_skipped']} without ground "
+            f"truth skipped, {result['items']} items, {args.index_type})"
+        )
+        return 0
+
+
+class CreateFaissIndexCommand(Command):
+    """``tzrec create-faiss-index``: upstream's ``tools.create_faiss_index``."""
+
+    help = "build a faiss index over an item embedding table (faiss_index + id_mapping)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Upstream ``tzrec.tools.create_faiss_index`` flags."""
+        from tzrec.export.hitrate import INDEX_TYPES, READER_TYPES
+
+        parser.add_argument(
+            "--embedding_input_path", required=True, help="table of ids and embeddings"
+        )
+        parser.add_argument("--index_output_dir", required=True, help="where the index goes")
+        parser.add_argument("--id_field", required=True, help="id column")
+        parser.add_argument("--embedding_field", required=True, help="embedding column")
+        parser.add_argument("--batch_size", type=int, default=1024, help="rows per batch")
+        parser.add_argument(
+            "--index_type", default="IVFFlatIP", choices=INDEX_TYPES, help="faiss index"
+        )
+        parser.add_argument("--ivf_nlist", type=int, default=1000, help="IVF lists")
+        parser.add_argument("--hnsw_M", type=int, default=32, help="HNSW neighbours per node")
+        parser.add_argument(
+            "--hnsw_efConstruction", type=int, default=200, help="HNSW build-time search depth"
+        )
+        parser.add_argument(
+            "--reader_type", default=None, choices=READER_TYPES, help="input format"
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an index already in the directory"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Read the table, build the index, write it."""
+        from tzrec.export.hitrate import create_faiss_index
+
+        result = create_faiss_index(
+            args.embedding_input_path,
+            args.index_output_dir,
+            args.id_field,
+            args.embedding_field,
+            index_type=args.index_type,
+            batch_size=args.batch_size,
+            ivf_nlist=args.ivf_nlist,
+            hnsw_m=args.hnsw_M,
+            hnsw_ef_construction=args.hnsw_efConstruction,
+            reader_type=args.reader_type,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"tzrec create-faiss-index: {result['items']} embeddings of dim {result['dim']} "
+            f"({result['index']}) -> {args.index_output_dir}"
         )
         return 0

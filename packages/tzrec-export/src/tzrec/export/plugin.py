@@ -1,6 +1,6 @@
 """tzrec-export's plugin: the ``export`` and ``predict`` commands and the exporter."""
 
-from tzrec.core.hookspecs import Register, hookimpl
+from tzrec.core.hookspecs import Declare, Register, hookimpl
 
 _COMMANDS = "tzrec.export.commands"
 
@@ -17,3 +17,19 @@ def register_commands(register: Register) -> None:
 def register_exporters(register: Register) -> None:
     """The exporter ``tzrec run`` calls after training."""
     register("default", f"{_COMMANDS}:export_model")
+
+
+#: Config fields tzrec-export reads and honours. Add a field here in the commit that
+#: implements it; a set field that no package declares is refused at validation.
+SUPPORTED_FIELDS = (
+    "EasyRecConfig.export_config",
+    "ExportConfig.exporter_type",
+    "ExportConfig.best_exporter_metric",
+    "ExportConfig.metric_larger_is_better",
+)
+
+
+@hookimpl
+def register_supported_fields(declare: Declare) -> None:
+    """Export fields (:data:`SUPPORTED_FIELDS`)."""
+    declare(*SUPPORTED_FIELDS)

@@ -1,6 +1,6 @@
 """tzrec-models' plugin: models, sequence encoders, losses and metrics by config name."""
 
-from tzrec.core.hookspecs import Register, hookimpl
+from tzrec.core.hookspecs import Declare, Register, hookimpl
 
 _SEQUENCE_ENCODERS = {
     "din_encoder": "tzrec.models.modules.sequence:DINEncoder",
@@ -62,3 +62,101 @@ def register_metrics(register: Register) -> None:
     """Metrics by ``MetricConfig`` oneof name (training metrics use the same names)."""
     for name, target in _METRICS.items():
         register(name, target)
+
+
+#: Config fields tzrec-models reads and honours (groups, models, modules, losses, metrics).
+#: Add a field here in the commit that implements it; a set field that no package declares
+#: is refused at validation.
+SUPPORTED_FIELDS = (
+    "ModelConfig.feature_groups",
+    "ModelConfig.dssm",
+    "ModelConfig.multi_tower",
+    "ModelConfig.multi_tower_din",
+    "ModelConfig.num_class>0",
+    "ModelConfig.losses",
+    "ModelConfig.metrics",
+    "FeatureGroupConfig.group_name",
+    "FeatureGroupConfig.feature_names",
+    "FeatureGroupConfig.group_type",
+    "FeatureGroupConfig.sequence_groups",
+    "SeqGroupConfig.group_name",
+    "SeqGroupConfig.feature_names",
+    # modules
+    "MLP.hidden_units>0",
+    "MLP.dropout_ratio",
+    "MLP.activation",
+    "MLP.use_bn",
+    "MLP.bias",
+    "MLP.use_ln",
+    "Tower.input",
+    "Tower.mlp",
+    "DINTower.input",
+    "DINTower.attn_mlp",
+    # models
+    "DSSM.user_tower",
+    "DSSM.item_tower",
+    "DSSM.output_dim>0",
+    "DSSM.similarity",
+    "DSSM.temperature",
+    "DSSM.in_batch_negative",
+    "MultiTower.towers",
+    "MultiTower.final",
+    "MultiTowerDIN.towers",
+    "MultiTowerDIN.din_towers",
+    "MultiTowerDIN.final",
+    # sequence encoders (reached once a model reads FeatureGroupConfig.sequence_encoders)
+    "SeqEncoderConfig.din_encoder",
+    "SeqEncoderConfig.simple_attention",
+    "SeqEncoderConfig.pooling_encoder",
+    "SeqEncoderConfig.multi_window_din_encoder",
+    "SeqEncoderConfig.self_attention_encoder",
+    "DINEncoder.input",
+    "DINEncoder.attn_mlp",
+    "DINEncoder.max_seq_length",
+    "SimpleAttention.input",
+    "SimpleAttention.max_seq_length",
+    "PoolingEncoder.input",
+    "PoolingEncoder.pooling_type",
+    "PoolingEncoder.max_seq_length",
+    "MultiWindowDINEncoder.input",
+    "MultiWindowDINEncoder.attn_mlp",
+    "MultiWindowDINEncoder.windows_len>0",
+    "SelfAttentionEncoder.input",
+    "SelfAttentionEncoder.multihead_attn_dim>0",
+    "SelfAttentionEncoder.num_heads>0",
+    "SelfAttentionEncoder.dropout",
+    "SelfAttentionEncoder.max_seq_length",
+    # losses
+    "LossConfig.binary_cross_entropy",
+    "LossConfig.softmax_cross_entropy",
+    "LossConfig.l2_loss",
+    "LossConfig.jrc_loss",
+    "LossConfig.binary_focal_loss",
+    "BinaryCrossEntropy.label_smoothing",
+    "SoftmaxCrossEntropy.label_smoothing",
+    "JRCLoss.session_name",
+    "JRCLoss.alpha",
+    "BinaryFocalLoss.gamma",
+    "BinaryFocalLoss.alpha",
+    # metrics
+    "MetricConfig.auc",
+    "MetricConfig.multiclass_auc",
+    "MetricConfig.recall_at_k",
+    "MetricConfig.mean_absolute_error",
+    "MetricConfig.mean_squared_error",
+    "MetricConfig.accuracy",
+    "MetricConfig.grouped_auc",
+    "AUC.thresholds",
+    "MulticlassAUC.thresholds",
+    "MulticlassAUC.average",
+    "RecallAtK.top_k>0",
+    "Accuracy.threshold",
+    "Accuracy.top_k>0",
+    "GroupedAUC.grouping_key",
+)
+
+
+@hookimpl
+def register_supported_fields(declare: Declare) -> None:
+    """Group, model, module, loss and metric fields (:data:`SUPPORTED_FIELDS`)."""
+    declare(*SUPPORTED_FIELDS)

@@ -1,6 +1,6 @@
 """tzrec-hstu's plugin: HSTU models, preprocessors, postprocessors and the default example."""
 
-from tzrec.core.hookspecs import Register, hookimpl
+from tzrec.core.hookspecs import Declare, Register, hookimpl
 
 
 @hookimpl
@@ -32,3 +32,89 @@ def register_output_postprocessors(register: Register) -> None:
 def register_examples(register: Register) -> None:
     """``default``: HSTUMatch on synthetic KuaiRand-shaped data (what a bare ``tzrec run`` runs)."""
     register("default", "tzrec.hstu.examples:make")
+
+
+#: Config fields tzrec-hstu reads and honours. Add a field here in the commit that
+#: implements it; a set field that no package declares is refused at validation.
+SUPPORTED_FIELDS = (
+    "ModelConfig.hstu_match",
+    "ModelConfig.dlrm_hstu",
+    "ModelConfig.kernel",  # read by the HSTU models only
+    "HSTUMatch.user_tower",
+    "HSTUMatch.item_tower",
+    "HSTUMatch.output_dim",
+    "HSTUMatch.similarity",
+    "HSTUMatch.temperature",
+    "HSTUMatch.in_batch_negative",
+    "HSTUMatch.sequence_timestamp_is_ascending",
+    "HSTUUserTower.input",
+    "HSTUUserTower.hstu",
+    "HSTUUserTower.max_seq_len>0",
+    "DlrmHSTU.hstu",
+    "DlrmHSTU.fusion_mtl_tower",
+    "DlrmHSTU.max_seq_len>0",
+    "DlrmHSTU.item_embedding_hidden_dim",
+    "DlrmHSTU.enable_global_average_loss",
+    "DlrmHSTU.sequence_timestamp_is_ascending",
+    "DlrmHSTU.concat_contextual_features",
+    "FusionMTLTower.mlp",
+    "FusionMTLTower.task_configs",
+    "FusionSubTaskConfig.task_name",
+    "FusionSubTaskConfig.label_name",
+    "FusionSubTaskConfig.task_bitmask",
+    "FusionSubTaskConfig.losses",
+    "FusionSubTaskConfig.num_class>0",
+    "FusionSubTaskConfig.metrics",
+    "FusionSubTaskConfig.weight",
+    "HSTU.stu",
+    "HSTU.input_dropout_ratio",
+    "HSTU.attn_num_layers>0",
+    "HSTU.positional_encoder",
+    "HSTU.input_preprocessor",
+    "HSTU.output_postprocessor",
+    "STU.embedding_dim>0",
+    "STU.num_heads>0",
+    "STU.hidden_dim>0",
+    "STU.attention_dim>0",
+    "STU.output_dropout_ratio",
+    "STU.max_attn_len",
+    "STU.attn_alpha",
+    "STU.use_group_norm",
+    "GRPositionalEncoder.num_position_buckets>0",
+    "GRPositionalEncoder.num_time_buckets",
+    "GRPositionalEncoder.use_time_encoding",
+    "GRPositionalEncoder.time_bucket_fn",
+    "GRPositionalEncoder.time_bucket_increments",
+    "GRInputPreprocessor.contextual_preprocessor",
+    "GRInputPreprocessor.uih_preprocessor",
+    "GRContextualPreprocessor.action_encoder",
+    "GRContextualPreprocessor.action_mlp",
+    "GRContextualPreprocessor.content_encoder",
+    "GRContextualPreprocessor.content_mlp",
+    "GRUIHPreprocessor.action_encoder",
+    "GRUIHPreprocessor.action_mlp",
+    "GRActionEncoder.simple_action_encoder",
+    "GRSimpleActionEncoder.action_embedding_dim",
+    "GRSimpleActionEncoder.action_weights",
+    "GRSimpleActionEncoder.watchtime_to_action_thresholds",
+    "GRSimpleActionEncoder.watchtime_to_action_weights",
+    "GRSimpleActionEncoder.embedding_init_std",
+    "GRContextualizedMLP.simple_mlp",
+    "GRSimpleContextualizedMLP.hidden_dim>0",
+    "GRContentEncoder.slice_content_encoder",
+    "GRContentEncoder.pad_content_encoder",
+    "GRContentEncoder.mlp_content_encoder",
+    "GRMLPContentEncoder.uih_mlp",
+    "GRMLPContentEncoder.target_mlp",
+    "GROutputPostprocessor.l2norm_postprocessor",
+    "GROutputPostprocessor.layernorm_postprocessor",
+    "GROutputPostprocessor.timestamp_layernorm_postprocessor",
+    "GRTimestampLayerNormPostprocessor.time_duration_period_units",
+    "GRTimestampLayerNormPostprocessor.time_duration_units_per_period",
+)
+
+
+@hookimpl
+def register_supported_fields(declare: Declare) -> None:
+    """HSTU model, STU and pre/postprocessor fields (:data:`SUPPORTED_FIELDS`)."""
+    declare(*SUPPORTED_FIELDS)
