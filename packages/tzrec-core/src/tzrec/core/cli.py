@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from tzrec.core import __version__
 from tzrec.core.errors import TzrecError
+from tzrec.core.fbgemm import fbgemm_fix, is_fbgemm_load_record
 from tzrec.core.plugins import get_plugin_manager
 
 logger = logging.getLogger("tzrec")
@@ -74,7 +75,13 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _drop_library_chatter(record: logging.LogRecord) -> bool:
-    """Keep library records logged through the root logger only when they are errors."""
+    """Keep library records logged through the root logger only when they are errors.
+
+    fbgemm's "could not load the library" errors are dropped too: the CLI reports that
+    failure as one line with its fix (:func:`tzrec.core.fbgemm.fbgemm_fix`).
+    """
+    if is_fbgemm_load_record(record):
+        return False
     if record.levelno >= logging.ERROR:
         return True
     return not any(part in record.pathname for part in _QUIET_PATHS)
@@ -99,10 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("TZREC_DEBUG") == "1"
     try:
+        _setup_logging(debug)  # before plugins load: they may import libraries that log
         parser = build_parser()
         # --debug is accepted anywhere on the line (before or after the subcommand)
         args = parser.parse_args([a for a in args_list if a != "--debug"])
-        _setup_logging(debug)
         command = getattr(args, "_command", None)
         if command is None:
             parser.print_help()
@@ -111,14 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TzrecError as e:
         if debug:
             raise
-        print(f"tzrec: error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code
+        fix = fbgemm_fix(e)
+        print(f"tzrec: error: {fix or one_line(e)}", file=sys.stderr)
+        return 1 if fix else e.exit_code
     except KeyboardInterrupt:
         print("tzrec: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # not one of ours: still one line, the traceback on request
         if debug:
             raise
+        fix = fbgemm_fix(e)
+        if fix:
+            print(f"tzrec: error: {fix}", file=sys.stderr)
+            return 1
         print(
             f"tzrec: error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the "
             "traceback)",
