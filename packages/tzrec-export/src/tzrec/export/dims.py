@@ -9,12 +9,14 @@ The dense part of an exported model reads grouped embeddings. Their sizes vary p
 
 Groups whose items come from the same sequence have equal item counts, and the dense graph
 relies on it (e.g. ``actions | watchtime >= t`` over ``uih_action`` and ``uih_watchtime``),
-so ``torch.export`` must see them as one symbol. Which groups share is decided from their
-membership, not from any one feature: a sequence feature's *parent* is its
-``sequence_feature`` (``sequence_name``) or, for a standalone sequence feature, itself; the
-groups are merged (union-find) whenever they contain a feature of the same parent, so a
-group mixing parents ties them together. ``value_dim`` only widens an item (the last axis),
-never the item count, so multi-value raw sub-features share like any other.
+so ``torch.export`` must see them as one symbol. A DEEP group's ``sequence_groups``
+entries are padded sequence groups like any other (``layout.sequence_groups``). Which
+groups share is decided from their membership, not from any one feature: a sequence
+feature's *parent* is its ``sequence_feature`` (``sequence_name``) or, for a standalone
+sequence feature, itself; the groups are merged (union-find) whenever they contain a
+feature of the same parent, so a group mixing parents ties them together. ``value_dim``
+only widens an item (the last axis), never the item count, so multi-value raw
+sub-features share like any other.
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ from typing import Any
 import torch
 
 from tzrec.data import BaseFeature
-from tzrec.models.layout import PART_SEQUENCE, group_feature_names, split_key
+from tzrec.models.layout import PART_SEQUENCE, sequence_groups, split_key
 from tzrec.protos import model_pb2
-
-_SEQ_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
 
 
 def _parent(feature: BaseFeature) -> str:
@@ -57,18 +57,15 @@ def sequence_share_keys(
             parent[max(ra, rb)] = min(ra, rb)
 
     members: dict[str, list[str]] = {}
-    for g in feature_groups:
-        if g.group_type not in _SEQ_TYPES:
-            continue
-        names = group_feature_names(g)
+    for gname, names, _ in sequence_groups(feature_groups):
         parents = [_parent(by_name[n]) for n in names if n in by_name and by_name[n].is_sequence]
         if not parents:  # a scalar serving view of a sequence group: no sequence axis
             continue
-        node = f"group:{g.group_name}"
+        node = f"group:{gname}"
         find(node)
         for p in parents:
             union(node, p)
-        members[g.group_name] = parents
+        members[gname] = parents
     roots: dict[str, set[str]] = {}
     for group, parents in members.items():
         roots.setdefault(find(f"group:{group}"), set()).update(parents)
@@ -93,14 +90,14 @@ def dynamic_shapes(
     batch = Dim("batch", min=1)
     shares = sequence_share_keys(features, feature_groups)
     dims: dict[str, Any] = {}
-    types = {g.group_name: g.group_type for g in feature_groups}
+    jagged = {name: is_jagged for name, _, is_jagged in sequence_groups(feature_groups)}
     spec: dict[str, dict[int, Any]] = {}
     for key in grouped:
         group, part = split_key(key)
         if part == PART_SEQUENCE and group in shares:
             share = shares[group]
             name = _dim_name(share)
-            if types[group] == model_pb2.JAGGED_SEQUENCE:
+            if jagged[group]:
                 dims.setdefault(name + "__items", Dim(name + "__items", min=0))
                 spec[key] = {0: dims[name + "__items"]}
             else:

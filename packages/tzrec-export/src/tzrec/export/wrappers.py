@@ -28,7 +28,7 @@ from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.inference import InferenceEmbeddingGroup
-from tzrec.models.models.base import BaseModel
+from tzrec.models.models.base import BaseModel, in_serving_view
 from tzrec.protos import model_pb2
 
 _NOT_DENSE = ("embedding_group", "_loss_modules", "_metric_modules")
@@ -47,8 +47,7 @@ def require_inference(module: nn.Module, wrapper: str) -> None:
     Raises:
         ConfigError: some submodule with an ``_is_inference`` flag has it False.
     """
-    flags = [m._is_inference for m in module.modules() if hasattr(m, "_is_inference")]
-    if flags and not all(flags):
+    if not in_serving_view(module):
         raise ConfigError(
             f"{wrapper} needs model.set_is_inference(True) before wrapping: the serving "
             "view decides which features a tower reads"
@@ -79,6 +78,27 @@ class _DenseTower(nn.Module):
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {self.output_name: self.tower.tower_embedding(grouped)}
+
+
+class _Encoded(nn.Module):
+    """Runs the embedding group's DEEP-group sequence encoders before the dense part."""
+
+    def __init__(self, embedding_group: EmbeddingGroup, dense: nn.Module) -> None:
+        super().__init__()
+        self.encoders = embedding_group.sequence_encoders
+        self.inner = dense
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.inner(self.encoders(grouped))
+
+
+def _dense_part(embedding_group: EmbeddingGroup, dense: nn.Module) -> nn.Module:
+    encoders = getattr(embedding_group, "sequence_encoders", None)
+    return (
+        _Encoded(embedding_group, dense)
+        if encoders is not None and len(encoders.encoders)
+        else dense
+    )
 
 
 class ExportModule(nn.Module):
@@ -121,7 +141,7 @@ class ModelWrapper(ExportModule):
         groups = [model._group(name) for name in eg.group_names()]
         features = _group_features(model._features, groups)
         sparse = InferenceEmbeddingGroup.from_embedding_group(eg, features, groups)
-        super().__init__("", sparse, _DenseModel(model), groups)
+        super().__init__("", sparse, _dense_part(eg, _DenseModel(model)), groups)
         #: input tensor holding each row's number of output rows (models that predict one
         #: row per candidate, e.g. DlrmHSTU: ``per_candidate_group``); None: one per row
         self.output_row_lengths: str | None = None
@@ -141,7 +161,8 @@ class TowerWrapper(ExportModule):
         sparse = InferenceEmbeddingGroup.from_embedding_group(
             tower.embedding_group, tower.features, groups
         )
-        super().__init__(tower_name, sparse, _DenseTower(tower, f"{tower_name}_emb"), groups)
+        dense = _dense_part(tower.embedding_group, _DenseTower(tower, f"{tower_name}_emb"))
+        super().__init__(tower_name, sparse, dense, groups)
 
 
 class TowerWoEGWrapper(ExportModule):
@@ -157,7 +178,8 @@ class TowerWoEGWrapper(ExportModule):
         sparse = InferenceEmbeddingGroup.from_embedding_group(
             embedding_group, tower.features, groups
         )
-        super().__init__(tower_name, sparse, _DenseTower(tower, f"{tower_name}_emb"), groups)
+        dense = _dense_part(embedding_group, _DenseTower(tower, f"{tower_name}_emb"))
+        super().__init__(tower_name, sparse, dense, groups)
 
 
 def export_modules(model: nn.Module) -> list[ExportModule]:

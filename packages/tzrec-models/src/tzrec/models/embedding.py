@@ -52,11 +52,13 @@ from tzrec.models.layout import (
     sequence_key,
     sequence_length_key,
 )
+from tzrec.models.modules.sequence import create_sequence_encoder
 from tzrec.protos import model_pb2
 
 __all__ = [
     "WIDE_SUFFIX",
     "EmbeddingGroup",
+    "GroupSequenceEncoders",
     "GroupLayout",
     "group_feature_names",
     "group_features",
@@ -181,6 +183,51 @@ class _DataGroupEmbedding(nn.Module):
         return out
 
 
+class GroupSequenceEncoders(nn.Module):
+    """The ``sequence_encoders`` of DEEP groups: grouped lookups in, final DEEP groups out.
+
+    A DEEP group's output is its own features' embeddings followed by each encoder's
+    output over its ``sequence_groups`` entry, in config order (as upstream). It runs at
+    the end of :class:`EmbeddingGroup` in training and at the start of an export's dense
+    part (the serving lookups stop before it); a group whose sequence keys are absent
+    (another tower's view) is passed through.
+    """
+
+    def __init__(self, layout: GroupLayout) -> None:
+        super().__init__()
+        dims: dict[str, int] = {}
+        for spec in layout.subgroups.values():
+            dims[sequence_key(spec.name)] = spec.sequence_dim
+            if spec.query:
+                dims[query_key(spec.name)] = spec.query_dim
+        self.encoders = nn.ModuleDict(
+            {
+                name: nn.ModuleList([create_sequence_encoder(c, dims) for c in spec.encoders])
+                for name, spec in layout.groups.items()
+                if spec.encoders
+            }
+        )
+
+    def output_dim(self, group: str) -> int:
+        """Total width the encoders add to ``group`` (0 without encoders)."""
+        if group not in self.encoders:
+            return 0
+        return sum(e.output_dim() for e in self.encoders[group])
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``grouped`` with each DEEP group extended by its encoders' outputs."""
+        if len(self.encoders) == 0:
+            return grouped
+        out = dict(grouped)
+        for name, encoders in self.encoders.items():
+            if not all(sequence_key(e.input()) in grouped for e in encoders):
+                continue
+            parts = [grouped[name]] if name in grouped else []
+            parts += [e(grouped) for e in encoders]
+            out[name] = torch.cat(parts, dim=-1)
+        return out
+
+
 class EmbeddingGroup(nn.Module):
     """Embeds the features of every feature group of a model config.
 
@@ -202,6 +249,8 @@ class EmbeddingGroup(nn.Module):
         self.impls = nn.ModuleDict(
             {dg: _DataGroupEmbedding(self.layout.tables_of(dg)) for dg in data_groups}
         )
+        #: DEEP groups' sequence_encoders (an export runs them in its dense part)
+        self.sequence_encoders = GroupSequenceEncoders(self.layout)
 
     # -- dimensions ------------------------------------------------------------------------
 
@@ -224,7 +273,7 @@ class EmbeddingGroup(nn.Module):
     def group_total_dim(self, group: str) -> int:
         """Output width of a DEEP group (query + sequence width for sequence groups)."""
         spec = self.layout.group(group)
-        return spec.query_dim + spec.sequence_dim
+        return spec.query_dim + spec.sequence_dim + self.sequence_encoders.output_dim(group)
 
     def data_group(self, group: str) -> str:
         """``__BASE__`` or ``__NEG__``: which rows the group's outputs have."""
@@ -233,12 +282,19 @@ class EmbeddingGroup(nn.Module):
     # -- forward ---------------------------------------------------------------------------
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Embed every group of ``batch``."""
+        """Embed every group of ``batch`` (DEEP groups' sequence encoders applied)."""
+        return self.sequence_encoders(self.lookup(batch))
+
+    def lookup(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The grouped lookups, before any DEEP group's sequence encoders (= serving's)."""
         looked: dict[str, torch.Tensor | JaggedTensor] = {}
         for dg, impl in self.impls.items():
             looked.update(impl(batch.sparse_features[dg]))
         out: dict[str, torch.Tensor] = {}
-        for name, spec in self.layout.groups.items():
+        for spec in self.layout.specs():
+            name = spec.name
+            if not spec.is_sequence and not spec.query:
+                continue  # a DEEP group of sequence_groups only: its encoders make it
             query = self._query(spec, batch, looked)
             if not spec.is_sequence:
                 out[name] = query

@@ -170,7 +170,7 @@ class InferenceEmbeddingGroup(nn.Module):
         # per group: layout (0 flat, 1 padded sequence, 2 jagged sequence), output keys
         # (flat or query, sequence, sequence_length), query and sequence lookup keys
         groups: list[tuple[int, list[str], list[str], list[str]]] = []
-        for spec in self.layout.groups.values():
+        for spec in self.layout.specs():
             kind = 2 if spec.jagged else 1 if spec.is_sequence else 0
             keys = (
                 [query_key(spec.name), sequence_key(spec.name), sequence_length_key(spec.name)]
@@ -250,7 +250,8 @@ class InferenceEmbeddingGroup(nn.Module):
         result: Dict[str, torch.Tensor] = {}
         for kind, keys, query, sequence in self.groups:
             if kind == 0:
-                result[keys[0]] = torch.cat([emb[q] for q in query], dim=1)
+                if len(query) > 0:  # else: sequence_groups only (the encoders make it)
+                    result[keys[0]] = torch.cat([emb[q] for q in query], dim=1)
                 continue
             if len(query) > 0:
                 result[keys[0]] = torch.cat([emb[q] for q in query], dim=1)

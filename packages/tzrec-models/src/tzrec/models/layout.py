@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tzrec.core.errors import ConfigError
-from tzrec.data import BaseFeature
-from tzrec.protos import model_pb2
+from tzrec.data import BASE_DATA_GROUP, BaseFeature
+from tzrec.protos import model_pb2, seq_encoder_pb2
 
 SEQUENCE_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
 WIDE_SUFFIX = "_wide"
@@ -87,6 +87,26 @@ def group_features(
     return [by_name[n] for n in names]
 
 
+def sequence_groups(
+    feature_groups: Sequence[model_pb2.FeatureGroupConfig],
+) -> list[tuple[str, list[str], bool]]:
+    """``(name, feature names, jagged)`` of every group with a sequence output.
+
+    SEQUENCE / JAGGED_SEQUENCE groups and the ``sequence_groups`` entries of DEEP groups
+    (padded; an unnamed single entry takes its DEEP group's name, as upstream).
+    """
+    out = []
+    for g in feature_groups:
+        if g.group_type in SEQUENCE_TYPES:
+            out.append(
+                (g.group_name, list(g.feature_names), g.group_type == model_pb2.JAGGED_SEQUENCE)
+            )
+        elif g.group_type == model_pb2.DEEP:
+            for sg in g.sequence_groups:
+                out.append((sg.group_name or g.group_name, list(sg.feature_names), False))
+    return out
+
+
 def feature_width(feature: BaseFeature) -> int:
     """Width of one feature in a group output: ``embedding_dim`` for ids, else ``value_dim``."""
     return feature.embedding_dim if feature.is_sparse else feature.value_dim
@@ -133,6 +153,12 @@ class GroupSpec:
     data_group: str
     query: list[Slot]
     sequence: list[Slot]
+    #: a DEEP group's ``sequence_groups`` entry: the DEEP group it belongs to
+    parent: str | None = None
+    #: a DEEP group's ``sequence_groups`` (their layout names) and ``sequence_encoders``
+    #: (each with ``input`` filled in), applied in config order after its own features
+    sub_groups: list[str] = field(default_factory=list)
+    encoders: list[seq_encoder_pb2.SeqEncoderConfig] = field(default_factory=list)
 
     @property
     def is_sequence(self) -> bool:
@@ -157,7 +183,7 @@ class GroupSpec:
     def output_keys(self) -> list[str]:
         """The keys this group contributes to the grouped output."""
         if not self.is_sequence:
-            return [self.name]
+            return [self.name] if self.query or self.encoders else []
         keys = [query_key(self.name)] if self.query else []
         if self.sequence:
             keys += [sequence_key(self.name), sequence_length_key(self.name)]
@@ -186,18 +212,135 @@ class GroupLayout:
         self._serving_view = serving_view
         by_name = {f.name: f for f in features}
         self.tables: dict[str, Table] = {}
+        #: the feature groups, in config order
         self.groups: dict[str, GroupSpec] = {}
+        #: DEEP groups' ``sequence_groups`` entries by layout name (an unnamed single entry
+        #: takes its DEEP group's name, so the two share a name but not output keys)
+        self.subgroups: dict[str, GroupSpec] = {}
         for group in feature_groups:
-            self.groups[group.group_name] = self._make_group(group, by_name)
+            subs = self._sub_groups(group)
+            spec = self._make_group(
+                group.group_name,
+                list(group.feature_names),
+                int(group.group_type),
+                group.embedding_name_suffix,
+                by_name,
+                allow_empty=bool(subs),
+            )
+            if spec.name in self.groups:
+                raise ConfigError(f"feature group name '{spec.name}' is used twice")
+            self.groups[spec.name] = spec
+            for sub_name, sub in subs:
+                sub_spec = self._make_group(
+                    sub_name,
+                    list(sub.feature_names),
+                    int(model_pb2.SEQUENCE),
+                    sub.embedding_name_suffix or group.embedding_name_suffix,
+                    by_name,
+                )
+                sub_spec.parent = group.group_name
+                spec.sub_groups.append(sub_name)
+                if sub_name in self.subgroups:
+                    raise ConfigError(
+                        f"sequence_groups name '{sub_name}' is used twice; names must be unique"
+                    )
+                self.subgroups[sub_name] = sub_spec
+            spec.encoders = self._encoders(group, [n for n, _ in subs])
+            data_groups = {self.subgroups[n].data_group for n in spec.sub_groups}
+            if spec.query:
+                data_groups.add(spec.data_group)
+            if len(data_groups) > 1:
+                raise ConfigError(
+                    f"feature group '{group.group_name}' mixes batch features and "
+                    "sampled-item features in its sequence_groups; split it"
+                )
+            if data_groups:
+                spec.data_group = data_groups.pop()
         self._check_tables()
+
+    @staticmethod
+    def _sub_groups(
+        group: model_pb2.FeatureGroupConfig,
+    ) -> list[tuple[str, model_pb2.SeqGroupConfig]]:
+        """A DEEP group's ``sequence_groups`` with their names, checked as upstream does."""
+        gname = group.group_name
+        subs, encoders = list(group.sequence_groups), list(group.sequence_encoders)
+        if group.group_type != model_pb2.DEEP:
+            if subs or encoders:
+                type_name = model_pb2.FeatureGroupType.Name(group.group_type)
+                raise ConfigError(
+                    f"feature group '{gname}' is {type_name}: sequence_groups and "
+                    "sequence_encoders are only read in DEEP groups"
+                )
+            return []
+        if bool(subs) != bool(encoders):
+            have, lack = (
+                ("sequence_groups", "sequence_encoders")
+                if subs
+                else ("sequence_encoders", "sequence_groups")
+            )
+            raise ConfigError(f"feature group '{gname}' has {have} but no {lack}")
+        if len(subs) > 1 and not all(sg.group_name for sg in subs):
+            raise ConfigError(
+                f"feature group '{gname}' has {len(subs)} sequence_groups: every one needs "
+                "a group_name"
+            )
+        return [(sg.group_name or gname, sg) for sg in subs]
+
+    @staticmethod
+    def _encoders(
+        group: model_pb2.FeatureGroupConfig, sub_names: list[str]
+    ) -> list[seq_encoder_pb2.SeqEncoderConfig]:
+        """``sequence_encoders`` with ``input`` defaulted to the only sequence group."""
+        out = []
+        covered: set[str] = set()
+        for i, enc in enumerate(group.sequence_encoders):
+            kind = enc.WhichOneof("seq_module")
+            if kind is None:
+                raise ConfigError(
+                    f"feature group '{group.group_name}': sequence_encoders[{i}] sets no encoder"
+                )
+            cfg = seq_encoder_pb2.SeqEncoderConfig()
+            cfg.CopyFrom(enc)
+            sub = getattr(cfg, kind)
+            if not sub.input and len(sub_names) == 1:
+                sub.input = sub_names[0]
+            if sub.input not in sub_names:
+                raise ConfigError(
+                    f"feature group '{group.group_name}': sequence_encoders[{i}] "
+                    f"{kind}.input '{sub.input}' is not one of its sequence_groups "
+                    f"({', '.join(sub_names)})"
+                )
+            covered.add(sub.input)
+            out.append(cfg)
+        bare = [n for n in sub_names if n not in covered]
+        if bare:
+            raise ConfigError(
+                f"feature group '{group.group_name}': sequence_groups {', '.join(bare)} have "
+                "no sequence_encoders entry"
+            )
+        return out
 
     # -- construction --------------------------------------------------------------------
 
     def _make_group(
-        self, group: model_pb2.FeatureGroupConfig, by_name: dict[str, BaseFeature]
+        self,
+        gname: str,
+        names: list[str],
+        gtype: int,
+        suffix: str,
+        by_name: dict[str, BaseFeature],
+        allow_empty: bool = False,
     ) -> GroupSpec:
-        gname = group.group_name
-        feats = group_features(group, by_name)
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ConfigError(
+                f"feature group '{gname}': feature(s) {', '.join(missing)} are not "
+                "defined in feature_configs"
+            )
+        feats = [by_name[n] for n in names]
+        if not feats and allow_empty:
+            return GroupSpec(gname, gtype, BASE_DATA_GROUP, [], [])
         if not feats:
             raise ConfigError(f"feature group '{gname}' has no features")
         data_groups = {f.data_group for f in feats}
@@ -207,7 +350,6 @@ class GroupLayout:
                 "features; split it into a user group and an item group"
             )
         data_group = data_groups.pop()
-        gtype = int(group.group_type)
         type_name = model_pb2.FeatureGroupType.Name(gtype)
         is_seq_group = gtype in SEQUENCE_TYPES
         raw_seq = [f for f in feats if f.is_sequence and not f.is_sparse]
@@ -226,7 +368,6 @@ class GroupLayout:
                 f"feature group '{gname}' mixes sequences "
                 f"{', '.join(sorted(seq_names))}; their lengths differ, use one group each"
             )
-        suffix = group.embedding_name_suffix
         wide = gtype == model_pb2.WIDE
         query, sequence = [], []
         for f in feats:
@@ -309,12 +450,20 @@ class GroupLayout:
         return self.groups[name]
 
     def group_names(self) -> list[str]:
-        """Feature group names, in config order."""
+        """Feature group names, in config order (``sequence_groups`` entries left out)."""
         return list(self.groups)
 
+    def specs(self) -> list[GroupSpec]:
+        """Every group that outputs lookups: each feature group, then its sequence_groups."""
+        out = []
+        for spec in self.groups.values():
+            out.append(spec)
+            out.extend(self.subgroups[n] for n in spec.sub_groups)
+        return out
+
     def output_keys(self) -> list[str]:
-        """Every key of the grouped output, group by group."""
-        return [k for g in self.groups.values() for k in g.output_keys()]
+        """Every key of the grouped lookups, group by group."""
+        return [k for g in self.specs() for k in g.output_keys()]
 
     def tables_of(self, data_group: str) -> list[Table]:
         """The tables read by the features of one data group, in first-use order."""
@@ -322,8 +471,8 @@ class GroupLayout:
 
     def data_groups(self) -> list[str]:
         """The data groups (``__BASE__``, ``__NEG__``) some table or group reads, sorted."""
-        return sorted({g.data_group for g in self.groups.values()})
+        return sorted({g.data_group for g in self.specs()})
 
     def slots(self, kinds: Iterable[str] = ("query", "sequence")) -> list[Slot]:
         """Every slot of every group (``query`` and/or ``sequence`` positions)."""
-        return [s for g in self.groups.values() for k in kinds for s in getattr(g, k)]
+        return [s for g in self.specs() for k in kinds for s in getattr(g, k)]
