@@ -33,7 +33,13 @@ def test_plugins_json_lists_first_party_registrations(capsys):
     assert code == 0
     rows = {row["distribution"]: row for row in json.loads(out)}
     assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match"]
-    assert rows["tzrec-export"]["registers"]["commands"] == ["eval-retrieval", "export", "predict"]
+    assert rows["tzrec-export"]["registers"]["commands"] == [
+        "create-faiss-index",
+        "eval-retrieval",
+        "export",
+        "hitrate",
+        "predict",
+    ]
 
 
 def test_plugins_text_shows_distribution_and_version(capsys):

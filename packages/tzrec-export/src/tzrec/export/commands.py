@@ -9,6 +9,11 @@ from typing import Any
 from tzrec.core.commands import Command, add_pipeline_config_arg, positive_int
 from tzrec.core.errors import ConfigError
 
+#: faiss indexes of ``tzrec hitrate`` / ``create-faiss-index`` (upstream's, plus exact Flat)
+INDEX_TYPES = ("IVFFlatIP", "HNSWFlatIP", "IVFFlatL2", "HNSWFlatL2", "FlatIP", "FlatL2")
+#: table formats they read (upstream's local readers; no ODPS)
+READER_TYPES = ("ParquetReader", "CsvReader")
+
 
 def export_model(pipeline_config: Any, model_dir: str, export_dir: str, **kwargs: Any) -> None:
     """The ``default`` exporter (what ``tzrec run`` calls after training; replaces)."""
@@ -264,8 +269,6 @@ class HitrateCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Upstream ``tzrec.tools.hitrate`` flags."""
-        from tzrec.export.hitrate import INDEX_TYPES, READER_TYPES
-
         parser.add_argument(
             "--user_gt_input",
             required=True,
@@ -363,8 +366,6 @@ class CreateFaissIndexCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Upstream ``tzrec.tools.create_faiss_index`` flags."""
-        from tzrec.export.hitrate import INDEX_TYPES, READER_TYPES
-
         parser.add_argument(
             "--embedding_input_path", required=True, help="table of ids and embeddings"
         )

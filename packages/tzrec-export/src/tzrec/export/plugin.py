@@ -7,10 +7,12 @@ _COMMANDS = "tzrec.export.commands"
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """``tzrec export``, ``tzrec predict`` and ``tzrec eval-retrieval``."""
+    """``tzrec export``, ``predict``, ``eval-retrieval``, ``hitrate``, ``create-faiss-index``."""
     register("export", f"{_COMMANDS}:ExportCommand")
     register("predict", f"{_COMMANDS}:PredictCommand")
     register("eval-retrieval", f"{_COMMANDS}:EvalRetrievalCommand")
+    register("hitrate", f"{_COMMANDS}:HitrateCommand")
+    register("create-faiss-index", f"{_COMMANDS}:CreateFaissIndexCommand")
 
 
 @hookimpl
