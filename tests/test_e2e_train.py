@@ -296,3 +296,46 @@ def test_resume_continues_the_learning_rate_schedule(dssm_data, tmp_path):
     assert state.global_step == 12
     # 12 steps of decay 0.5 every 4 steps: lr = base * 0.5**3
     assert trained.learning_rates()["g0"] == pytest.approx(fresh_lr * 0.125)
+
+
+def test_upstream_entry_points_train_then_evaluate(dssm_data, tmp_path):
+    import tzrec.eval
+    import tzrec.train_eval
+
+    model_dir = tmp_path / "model"
+    edits = json.loads(dssm_edits(dssm_data, model_dir, **{"train_config.num_steps": 6}))
+    for flag in ("model_dir", "train_input_path", "eval_input_path"):
+        del edits[flag]
+    # upstream's command lines: paths as flags, the rest through --edit_config_json
+    rc = tzrec.train_eval.main(
+        [
+            "--pipeline_config_path",
+            str(DSSM),
+            "--model_dir",
+            str(model_dir),
+            "--train_input_path",
+            dssm_data["train"],
+            "--eval_input_path",
+            dssm_data["eval"],
+            "--edit_config_json",
+            json.dumps(edits),
+        ]
+    )
+    assert rc == 0
+    final = results(model_dir)[-1]
+    assert final["global_step"] == 6
+    rc = tzrec.eval.main(
+        [
+            "--pipeline_config_path",
+            str(model_dir / "pipeline.config"),
+            "--checkpoint_path",
+            str(model_dir / "model.ckpt-6"),
+            "--eval_input_path",
+            dssm_data["eval"],
+            "--eval_result_filename",
+            "upstream_eval.txt",
+        ]
+    )
+    assert rc == 0
+    evaluated = json.loads((model_dir / "upstream_eval.txt").read_text().splitlines()[-1])
+    assert evaluated["recall@5"] == pytest.approx(final["recall@5"], abs=1e-6)

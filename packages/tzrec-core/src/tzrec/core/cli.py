@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tzrec.core import __version__
 from tzrec.core.errors import TzrecError
@@ -103,11 +103,42 @@ def one_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tzrec`` console script; returns the exit code."""
+    return _run(argv, build_parser)
+
+
+def run_alias(command: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run the ``tzrec <command>`` subcommand as program ``prog`` (upstream's entry points).
+
+    ``python -m tzrec.train_eval ...`` is ``tzrec train ...`` with the same flags, errors and
+    exit codes; only the program name in usage and help differs.
+    """
+
+    def parser_for_alias() -> argparse.ArgumentParser:
+        registration = get_plugin_manager().registry("commands").get(command)
+        if registration is None:
+            raise TzrecError(f"{prog} runs `tzrec {command}`, which no installed plugin provides")
+        cmd = registration.load()
+        if isinstance(cmd, type):
+            cmd = cmd()
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description=f"Alias of `tzrec {command}`: {cmd.description or cmd.help}",
+        )
+        parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        cmd.add_arguments(parser)
+        parser.set_defaults(_command=cmd)
+        return parser
+
+    return _run(argv, parser_for_alias)
+
+
+def _run(argv: Sequence[str] | None, make_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """Parse, run the chosen command, and turn every error into one line and an exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("TZREC_DEBUG") == "1"
     try:
         _setup_logging(debug)  # before plugins load: they may import libraries that log
-        parser = build_parser()
+        parser = make_parser()
         # --debug is accepted anywhere on the line (before or after the subcommand)
         args = parser.parse_args([a for a in args_list if a != "--debug"])
         command = getattr(args, "_command", None)
