@@ -79,8 +79,11 @@ SUPPORTED_FIELDS = (
     "FeatureGroupConfig.feature_names",
     "FeatureGroupConfig.group_type",
     "FeatureGroupConfig.sequence_groups",
+    "FeatureGroupConfig.sequence_encoders",
+    "FeatureGroupConfig.embedding_name_suffix",
     "SeqGroupConfig.group_name",
     "SeqGroupConfig.feature_names",
+    "SeqGroupConfig.embedding_name_suffix",
     # modules
     "MLP.hidden_units>0",
     "MLP.dropout_ratio",
@@ -104,7 +107,7 @@ SUPPORTED_FIELDS = (
     "MultiTowerDIN.towers",
     "MultiTowerDIN.din_towers",
     "MultiTowerDIN.final",
-    # sequence encoders (reached once a model reads FeatureGroupConfig.sequence_encoders)
+    # sequence encoders (DEEP groups' sequence_encoders, see tzrec.models.layout)
     "SeqEncoderConfig.din_encoder",
     "SeqEncoderConfig.simple_attention",
     "SeqEncoderConfig.pooling_encoder",
