@@ -117,3 +117,18 @@ def test_triton_matches_pytorch_on_random_jagged(lengths_a, data, dim):
     grads = {k: torch.autograd.grad(outs[k], (a, b, default), g) for k in KERNELS}
     for x, y in zip(grads["TRITON"], grads["PYTORCH"], strict=True):
         torch.testing.assert_close(x, y)
+
+
+def test_jagged_positions_and_reverse_index():
+    from tzrec.kernels import jagged_positions, jagged_reverse_index
+
+    offsets = torch.tensor([0, 3, 3, 5, 6])
+    rows, pos = jagged_positions(offsets, 6)
+    assert rows.tolist() == [0, 0, 0, 2, 2, 3]
+    assert pos.tolist() == [0, 1, 2, 0, 1, 0]
+    assert jagged_reverse_index(offsets, 6).tolist() == [2, 1, 0, 4, 3, 5]
+    empty = torch.tensor([0, 0])
+    assert jagged_positions(empty, 0)[1].numel() == 0
+    assert jagged_reverse_index(empty, 0).numel() == 0
+    scripted = torch.jit.script(jagged_positions)  # the scripted serving path calls it
+    assert scripted(offsets, 6)[1].tolist() == pos.tolist()

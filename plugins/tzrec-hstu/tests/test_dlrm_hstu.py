@@ -12,7 +12,7 @@ from tzrec.core.config import load_pipeline_config
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
-from tzrec.hstu.dlrm_hstu import candidate_positions, reverse_history_index
+from tzrec.hstu.dlrm_hstu import candidate_positions
 from tzrec.hstu.postprocessors import TimestampLayerNormPostprocessor
 from tzrec.hstu.preprocessors import (
     CANDIDATE,
@@ -23,6 +23,7 @@ from tzrec.hstu.preprocessors import (
     UIH_TIMESTAMP,
     ContextualPreprocessor,
 )
+from tzrec.kernels import jagged_reverse_index
 from tzrec.protos import module_pb2
 
 CONFIG = Path(__file__).resolve().parents[3] / "docs/examples/dlrm_hstu_kuairand.config"
@@ -80,7 +81,9 @@ def test_one_prediction_per_candidate_and_finite_losses(rank_data):
     total_loss = sum(losses.values())
     assert torch.isfinite(total_loss)
     total_loss.backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.stu.parameters() if p.grad is not None)
+    assert all(
+        torch.isfinite(p.grad).all() for p in model.encoder.stu.parameters() if p.grad is not None
+    )
     model.update_metric(pred, batch)
     assert set(model.compute_metric()) == {
         "auc_is_click",
@@ -169,11 +172,13 @@ def test_descending_histories_match_ascending_ones(rank_data):
     model.eval()
     grouped = model.embedding_group(batch)
     expected = model.dense_forward(grouped)["logits_is_click"]
-    index = reverse_history_index(grouped["uih.sequence_length"], grouped["uih.sequence"].shape[0])
+    lengths = grouped["uih.sequence_length"]
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    index = jagged_reverse_index(offsets, grouped["uih.sequence"].shape[0])
     flipped = dict(grouped)
     for g in ("uih", "uih_action", "uih_watchtime", "uih_timestamp"):
         flipped[f"{g}.sequence"] = grouped[f"{g}.sequence"].index_select(0, index)
-    model.ascending = False
+    model.encoder.ascending = False
     torch.testing.assert_close(model.dense_forward(flipped)["logits_is_click"], expected)
 
 
@@ -347,3 +352,17 @@ def test_inference_dense_forward_exports_with_dynamic_shapes(rank_data):
     torch.testing.assert_close(
         got["probs_is_click"], model.dense_forward(grouped)["probs_is_click"]
     )
+
+
+def test_dlrm_runs_the_shared_encoder_and_checks_lengths_with_data_error(rank_data):
+    from tzrec.hstu.pipeline import HSTUEncoder
+
+    model, batch = model_and_batch(rank_data)
+    assert isinstance(model.encoder, HSTUEncoder)
+    assert model.encoder.stu.layers[0].scaling_seqlen == model.max_seq_len
+    grouped = dict(model.embedding_group(batch))
+    lengths = grouped["uih_timestamp.sequence_length"].clone()
+    lengths[0] += 1
+    grouped["uih_timestamp.sequence_length"] = lengths
+    with pytest.raises(DataError, match="'uih_timestamp' and 'uih' have different sequence"):
+        model.dense_forward(grouped)

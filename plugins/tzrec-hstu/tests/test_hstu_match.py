@@ -11,8 +11,16 @@ from tzrec.core.errors import ConfigError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.hstu import examples
-from tzrec.hstu.hstu_match import candidate_similarity, gather_last, reverse_jagged_rows
+from tzrec.hstu.hstu_match import candidate_similarity, gather_last
+from tzrec.kernels import jagged_reverse_index
 from tzrec.protos import model_pb2, simi_pb2
+
+
+def reverse_jagged_rows(lengths):
+    """The kernels op on lengths (what the models call when histories are newest-first)."""
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    return jagged_reverse_index(offsets, int(lengths.sum()))
+
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "docs/examples/hstu_match_kuairand.config"
 
@@ -61,7 +69,7 @@ def test_newest_first_histories_match_oldest_first_ones(small_data):
     flipped = dict(grouped)
     for g in ("uih", "uih_action", "uih_watchtime", "uih_timestamp"):
         flipped[f"{g}.sequence"] = grouped[f"{g}.sequence"].index_select(0, index)
-    model.user_tower.ascending = False
+    model.user_tower.encoder.ascending = False
     torch.testing.assert_close(model.user_tower(flipped), expected)
 
 
@@ -92,7 +100,7 @@ def test_forward_loss_backward_on_example_data(small_data):
     loss = model.loss(pred, batch)["softmax_cross_entropy"]
     assert torch.isfinite(loss)
     loss.backward()
-    grads = [p.grad for p in model.user_tower.stu.parameters()]
+    grads = [p.grad for p in model.user_tower.encoder.stu.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     model.update_metric(pred, batch)
     assert set(model.compute_metric()) == {"recall@1", "recall@5"}
@@ -233,3 +241,50 @@ def test_triton_kernel_config_matches_pytorch(small_data):
         expected = model.predict(batch)["similarity"]
         got = tri_model.predict(batch)["similarity"]
     torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_user_tower_runs_the_shared_encoder_and_checks_lengths_with_data_error(small_data):
+    from tzrec.core.errors import DataError
+    from tzrec.hstu.pipeline import HSTUEncoder
+
+    model, batch = model_and_batch(small_data)
+    assert isinstance(model.user_tower.encoder, HSTUEncoder)
+    grouped = dict(model.embedding_group(batch))
+    lengths = grouped["uih_action.sequence_length"].clone()
+    lengths[0] += 1
+    grouped["uih_action.sequence_length"] = lengths
+    with pytest.raises(DataError, match="'uih_action' and 'uih' have different sequence lengths"):
+        model.user_tower(grouped)
+
+
+def test_role_group_of_the_wrong_type_is_a_config_error(small_data):
+    def deep_action(config):
+        for g in config.model_config.feature_groups:
+            if g.group_name == "uih_action":
+                g.group_type = model_pb2.DEEP
+
+    with pytest.raises(ConfigError, match="'uih_action' must be JAGGED_SEQUENCE for hstu_match"):
+        model_and_batch(small_data, deep_action)
+
+
+def test_upstream_stu_weights_load_into_the_user_tower(small_data):
+    from tzrec.hstu.stu import UPSTREAM_RENAMES, load_upstream_hstu
+
+    model, batch = model_and_batch(small_data)
+    encoder = model.user_tower.encoder
+    back = {v: k for k, v in UPSTREAM_RENAMES.items()}
+    upstream = {}
+    for name, value in encoder.state_dict().items():
+        parts = name.split(".")
+        if parts[0] == "stu":  # stu.layers.<i>.<param>
+            key = f"_hstu_encoder._stu_module._stu_layers.{parts[2]}.{back[parts[3]]}"
+        elif parts[0] == "positional_encoder" and parts[1] == "position_embeddings":
+            key = f"_hstu_encoder._positional_encoder.{back[parts[1]]}"
+        else:
+            continue
+        upstream[f"user_tower.{key}"] = torch.randn_like(value)
+    loaded = load_upstream_hstu(encoder, upstream)
+    assert "positional_encoder.position_embeddings" in loaded
+    layer0 = "user_tower._hstu_encoder._stu_module._stu_layers.0._uvqk_beta"
+    torch.testing.assert_close(encoder.stu.layers[0].uvqk_bias, upstream[layer0])
+    assert torch.isfinite(model.predict(batch)["similarity"]).all()

@@ -11,6 +11,8 @@ from tzrec.kernels.jagged import (
     concat_2d_jagged,
     dense_to_jagged,
     jagged_last,
+    jagged_positions,
+    jagged_reverse_index,
     jagged_to_padded_dense,
     split_2d_jagged,
 )
@@ -33,6 +35,8 @@ __all__ = [
     "hstu_mha",
     "is_tracing",
     "jagged_last",
+    "jagged_positions",
+    "jagged_reverse_index",
     "jagged_to_padded_dense",
     "layer_norm",
     "padded_hstu_mha",

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from tzrec.kernels.attention_ref import rowwise_hstu_mha
+
 
 @torch.library.custom_op("tzrec::hstu_mha_fwd", mutates_args=())
 def hstu_mha_fwd(
@@ -32,44 +34,21 @@ def hstu_mha_fwd(
 
     Rows of similar length (padding would add less than half the work) run padded to the
     batch's longest row, in a few large matmuls (still divided by ``max_seq_len``); uneven
-    rows run the jagged row loop.
+    rows run the jagged row loop (:func:`tzrec.kernels.attention_ref.rowwise_hstu_mha`).
     """
-    from tzrec.kernels.attention import _padded_rows, hstu_mha
-    from tzrec.kernels.kernel import Kernel
-
-    lengths = (seq_offsets[1:] - seq_offsets[:-1]).to(torch.int64)
-    longest = int(lengths.max()) if lengths.numel() else 0
-    work = int((lengths * lengths).sum())
     with torch.no_grad():
-        if longest > 0 and 2 * work >= lengths.numel() * longest * longest:
-            return _padded_rows(
-                max_seq_len,
-                longest,
-                alpha,
-                q,
-                k,
-                v,
-                seq_offsets,
-                causal,
-                num_targets,
-                max_attn_len,
-                contextual_seq_len,
-            )
-        return hstu_mha(
+        return rowwise_hstu_mha(
             max_seq_len,
             alpha,
             q,
             k,
             v,
             seq_offsets,
-            causal=causal,
-            dropout_pr=0.0,
-            training=False,
-            num_targets=num_targets,
-            max_attn_len=max_attn_len,
-            contextual_seq_len=contextual_seq_len,
-            kernel=Kernel.PYTORCH,
-        ).clone()
+            causal,
+            num_targets,
+            max_attn_len,
+            contextual_seq_len,
+        )
 
 
 @hstu_mha_fwd.register_fake

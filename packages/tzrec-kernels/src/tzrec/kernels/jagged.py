@@ -1,4 +1,4 @@
-"""Jagged tensor ops: padding, concat/split of two jagged tensors, last-item gather.
+"""Jagged tensor ops: positions in rows, padding, concat/split of two jagged tensors, last item.
 
 A jagged tensor is ``values`` (total, D) plus ``offsets`` (B + 1,) int64, row
 ``b`` being ``values[offsets[b]:offsets[b + 1]]``.
@@ -28,14 +28,29 @@ def _use_fbgemm(t: torch.Tensor) -> bool:
     return _HAS_FBGEMM and t.dtype in _FBGEMM_DTYPES and not is_tracing()
 
 
+def jagged_positions(offsets: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row id and position inside its row of every jagged item, each (total,) int64.
+
+    ``total`` is ``offsets[-1]`` (the values' first size; pass ``values.shape[0]`` so no
+    data-dependent size is read). TorchScript compiles it.
+    """
+    offsets = offsets.to(torch.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    rows = torch.repeat_interleave(
+        torch.arange(lengths.shape[0], device=offsets.device), lengths, output_size=total
+    )
+    return rows, torch.arange(total, device=offsets.device) - offsets[rows]
+
+
+def jagged_reverse_index(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """Index that reverses the items of every jagged row (newest-first ↔ oldest-first)."""
+    rows, pos = jagged_positions(offsets, total)
+    return offsets[rows + 1].to(torch.int64) - 1 - pos
+
+
 def _row_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
     """Row index of every jagged position, shape (total,)."""
-    lengths = offsets[1:] - offsets[:-1]
-    return torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=offsets.device),
-        lengths,
-        output_size=total,
-    )
+    return jagged_positions(offsets, total)[0]
 
 
 def _as_2d(values: torch.Tensor) -> torch.Tensor:
@@ -60,8 +75,7 @@ def jagged_to_padded_dense(
         out = torch.ops.fbgemm.jagged_to_padded_dense(values2, [offsets], [max_len], padding_value)
     else:
         batch = offsets.numel() - 1
-        rows = _row_ids(offsets, values2.shape[0])
-        pos = torch.arange(values2.shape[0], device=values.device) - offsets[rows]
+        rows, pos = jagged_positions(offsets, values2.shape[0])
         keep = pos < max_len
         out = values2.new_full((batch, max_len, values2.shape[1]), padding_value)
         out = out.index_put((rows[keep], pos[keep]), values2[keep])
@@ -86,8 +100,7 @@ def dense_to_jagged(
     elif _use_fbgemm(dense3):
         out = torch.ops.fbgemm.dense_to_jagged(dense3, [offsets], total)[0]
     else:
-        rows = _row_ids(offsets, total)
-        pos = torch.arange(total, device=dense.device) - offsets[rows]
+        rows, pos = jagged_positions(offsets, total)
         out = dense3[rows, pos]
     return out.view(total, *dense.shape[2:])
 

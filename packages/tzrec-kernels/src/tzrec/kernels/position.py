@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from tzrec.kernels.jagged import jagged_positions
 from tzrec.kernels.kernel import Kernel, resolve_kernel
 
 
@@ -34,12 +35,7 @@ def timestamp_position_buckets(
         raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', not {time_bucket_fn!r}")
     total = timestamps.shape[0]
     lengths = seq_offsets[1:] - seq_offsets[:-1]
-    rows = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=timestamps.device),
-        lengths,
-        output_size=total,
-    )
-    pos = torch.arange(total, device=timestamps.device) - seq_offsets[rows]
+    rows, pos = jagged_positions(seq_offsets, total)
     pos_bucket = (lengths[rows] - 1 - pos).clamp(min=0, max=num_position_buckets - 1)
     if query_time is None:  # each row's last timestamp, 0 for empty rows (branch-free)
         padded = torch.cat([timestamps, timestamps.new_zeros(1)])

@@ -31,35 +31,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
 
-from tzrec.core import plugins
-from tzrec.core.config import provided_by, which_oneof
+from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import BASE_DATA_GROUP, BaseFeature, Batch
-from tzrec.hstu.positional import HSTUPositionalEncoder
-from tzrec.hstu.preprocessors import (
-    CANDIDATE,
-    CANDIDATE_TIMESTAMP,
-    CONTEXTUAL,
-    UIH,
-    UIH_ACTION,
-    UIH_TIMESTAMP,
-    UIH_WATCHTIME,
-)
-from tzrec.hstu.stu import STUStack
+from tzrec.hstu.pipeline import HISTORY_ROLES, HSTUEncoder, role_groups
+from tzrec.hstu.preprocessors import CANDIDATE, CANDIDATE_TIMESTAMP, CONTEXTUAL, UIH
+from tzrec.kernels import jagged_positions
 from tzrec.models.embedding import EmbeddingGroup
 from tzrec.models.layout import sequence_key, sequence_length_key
 from tzrec.models.losses.losses import create_loss
 from tzrec.models.metrics.factory import create_metric
-from tzrec.models.models.base import BaseModel
+from tzrec.models.models.base import BaseModel, metric_key
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, tower_pb2
 
 FIELD = "model_config.dlrm_hstu"
-_HISTORY_ROLES = (UIH_ACTION, UIH_WATCHTIME, UIH_TIMESTAMP)
 _CLASSIFICATION_LOSSES = ("binary_cross_entropy", "binary_focal_loss")
 _MULTICLASS_LOSSES = ("softmax_cross_entropy", "jrc_loss")
 _REGRESSION_LOSSES = ("l2_loss",)
@@ -93,17 +82,6 @@ class _Task:
     metrics: list[_TaskMetric] = field(default_factory=list)
 
 
-def reverse_history_index(lengths: torch.Tensor, total: int | torch.SymInt) -> torch.Tensor:
-    """Index reversing the items of every jagged row; ``total`` is ``values.shape[0]``."""
-    lengths = lengths.to(torch.int64)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    rows = torch.repeat_interleave(
-        torch.arange(lengths.shape[0], device=lengths.device), lengths, output_size=total
-    )
-    pos = torch.arange(total, device=lengths.device) - offsets[rows]
-    return offsets[rows] + lengths[rows] - 1 - pos
-
-
 def candidate_positions(
     seq_offsets: torch.Tensor, num_targets: torch.Tensor, total: int | torch.SymInt
 ) -> torch.Tensor:
@@ -115,13 +93,8 @@ def candidate_positions(
         total: sum of ``num_targets`` (the candidates tensor's first size).
     """
     num_targets = num_targets.to(torch.int64)
-    cand_offsets = torch.cumsum(num_targets, 0) - num_targets
-    rows = torch.repeat_interleave(
-        torch.arange(num_targets.shape[0], device=num_targets.device),
-        num_targets,
-        output_size=total,
-    )
-    within = torch.arange(total, device=num_targets.device) - cand_offsets[rows]
+    cand_offsets = torch.cat([num_targets.new_zeros(1), torch.cumsum(num_targets, 0)])
+    rows, within = jagged_positions(cand_offsets, total)
     return seq_offsets[rows + 1] - num_targets[rows] + within
 
 
@@ -145,80 +118,40 @@ class DlrmHSTU(BaseModel):
         hstu = cfg.hstu
         kernel = int(self._base_model_config.kernel)
         groups = self._role_groups()
-        self.history_roles = [r for r in _HISTORY_ROLES if r in groups]
-        self.has_contextual = CONTEXTUAL in groups
-        self.has_candidate_timestamp = CANDIDATE_TIMESTAMP in groups
         self.embedding_group = EmbeddingGroup(self._features, list(groups.values()))
-        eg = self.embedding_group
-        self.embedding_dim = int(hstu.stu.embedding_dim)
-        if self.embedding_dim <= 0:
-            raise ConfigError(f"{FIELD}.hstu.stu.embedding_dim must be > 0")
         self.max_seq_len = int(cfg.max_seq_len)
         if self.max_seq_len <= 0:
             raise ConfigError(
                 f"{FIELD}.max_seq_len must be > 0 (contextual tokens + history + candidates)"
             )
-        self.ascending = bool(cfg.sequence_timestamp_is_ascending)
         self.global_average_loss = bool(cfg.enable_global_average_loss)
-
-        input_dims = {UIH: eg.sequence_dim(UIH), CANDIDATE: eg.sequence_dim(CANDIDATE)}
-        for role in (*self.history_roles, CANDIDATE_TIMESTAMP):
-            if role in groups:
-                input_dims[role] = eg.sequence_dim(role)
         num_contextual = 0
-        if self.has_contextual:
-            input_dims[CONTEXTUAL] = eg.group_total_dim(CONTEXTUAL)
+        if CONTEXTUAL in groups:
             num_contextual = (
                 1 if cfg.concat_contextual_features else len(groups[CONTEXTUAL].feature_names)
             )
-        pe = hstu.positional_encoder
-        if pe.use_time_encoding:
-            for role in (UIH_TIMESTAMP, CANDIDATE_TIMESTAMP):
-                if role not in groups:
-                    raise ConfigError(
-                        f"{FIELD}.hstu.positional_encoder.use_time_encoding needs a "
-                        f"JAGGED_SEQUENCE feature group named '{role}'"
-                    )
-        chosen = which_oneof(hstu.input_preprocessor, "input_preprocessor")
-        if chosen is None:
-            raise ConfigError(f"{FIELD}.hstu.input_preprocessor: set contextual_preprocessor")
-        cls = plugins.get(
-            "input_preprocessors", chosen[0], provided_by(hstu.input_preprocessor, chosen[0])
-        )
-        if not getattr(cls, "handles_candidates", False):
-            raise ConfigError(
-                f"{FIELD}.hstu.input_preprocessor: {chosen[0]} does not append candidates; "
-                "use contextual_preprocessor"
-            )
-        self.preprocessor = cls(
-            chosen[1],
-            self.embedding_dim,
-            input_dims,
+        self.encoder = HSTUEncoder(
+            hstu,
+            self.embedding_group,
+            groups,
+            where=f"{FIELD}.hstu",
+            uih_group=UIH,
+            candidate_group=CANDIDATE,
             num_contextual=num_contextual,
             max_uih_len=self._max_length(groups[UIH]),
             max_candidates=self._max_length(groups[CANDIDATE]),
+            scaling_seqlen=self.max_seq_len,
+            ascending=bool(cfg.sequence_timestamp_is_ascending),
+            kernel=kernel,
         )
-        self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
-        self.input_dropout_ratio = float(hstu.input_dropout_ratio)
-        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel, self.max_seq_len)
-        chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
-        if chosen is None:
-            raise ConfigError(
-                f"{FIELD}.hstu.output_postprocessor: set timestamp_layernorm_postprocessor "
-                "or another"
-            )
-        cls = plugins.get(
-            "output_postprocessors",
-            chosen[0],
-            provided_by(hstu.output_postprocessor, chosen[0]),
-        )
-        self.postprocessor = cls(chosen[1], self.embedding_dim, kernel)
+        self.embedding_dim = self.encoder.embedding_dim
+        candidate_dim = self.encoder.input_dims[CANDIDATE]
 
         hidden = int(cfg.item_embedding_hidden_dim)
         if hidden <= 0:
             raise ConfigError(f"{FIELD}.item_embedding_hidden_dim must be > 0")
         self.item_mlp = nn.Sequential(
-            nn.Linear(input_dims[CANDIDATE], hidden),
+            nn.Linear(candidate_dim, hidden),
             nn.LayerNorm(hidden),
             nn.SiLU(),
             nn.Linear(hidden, self.embedding_dim),
@@ -239,33 +172,16 @@ class DlrmHSTU(BaseModel):
     # -- construction ----------------------------------------------------------------------
 
     def _role_groups(self) -> dict[str, model_pb2.FeatureGroupConfig]:
-        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
-        expected = {
-            UIH: model_pb2.JAGGED_SEQUENCE,
-            CANDIDATE: model_pb2.JAGGED_SEQUENCE,
-            CONTEXTUAL: model_pb2.DEEP,
-            UIH_ACTION: model_pb2.JAGGED_SEQUENCE,
-            UIH_WATCHTIME: model_pb2.JAGGED_SEQUENCE,
-            UIH_TIMESTAMP: model_pb2.JAGGED_SEQUENCE,
-            CANDIDATE_TIMESTAMP: model_pb2.JAGGED_SEQUENCE,
-        }
+        groups = list(self._base_model_config.feature_groups)
+        names = [g.group_name for g in groups]
         for role in (UIH, CANDIDATE):
-            if role not in groups:
+            if role not in names:
                 raise ConfigError(
                     f"{FIELD} needs a JAGGED_SEQUENCE feature group named '{role}' "
-                    f"(groups: {', '.join(groups) or 'none'})"
+                    f"(groups: {', '.join(names) or 'none'})"
                 )
-        used = {}
-        for role, want in expected.items():
-            if role not in groups:
-                continue
-            if groups[role].group_type != want:
-                raise ConfigError(
-                    f"feature group '{role}' must be {model_pb2.FeatureGroupType.Name(want)} "
-                    "for dlrm_hstu"
-                )
-            used[role] = groups[role]
-        return used
+        roles = (UIH, CANDIDATE, CONTEXTUAL, *HISTORY_ROLES, CANDIDATE_TIMESTAMP)
+        return role_groups(groups, roles, "dlrm_hstu")
 
     def _features_by_name(self) -> dict[str, BaseFeature]:
         return {f.name: f for f in self._features}
@@ -339,7 +255,7 @@ class DlrmHSTU(BaseModel):
                 if metric_name == "grouped_auc" and not grouping:
                     raise ConfigError(f"{at}.metrics.grouped_auc.grouping_key is required")
                 display = f"{display}_{name}"
-                key = display.replace(".", "_").replace("@", "_at_")
+                key = metric_key(display)
                 self._metric_modules[key] = metric
                 self._metric_names[key] = display
                 prediction = f"y_{name}" if regression else f"probs_{name}"
@@ -373,36 +289,17 @@ class DlrmHSTU(BaseModel):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Predictions for every candidate of the batch (see the module doc)."""
-        return self.dense_forward(self.embedding_group(batch))
+        return self.dense_forward(self.encoder.exact_timestamps(self.embedding_group(batch), batch))
 
     def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every prediction from the embedding group's output (the export entry point)."""
-        uih_lengths = grouped[sequence_length_key(UIH)]
-        num_targets = grouped[sequence_length_key(CANDIDATE)]
+        x, seq = self.encoder(grouped, check=not self._is_inference, max_seq_len=self.max_seq_len)
         candidates = grouped[sequence_key(CANDIDATE)]
-        inputs = {UIH: grouped[sequence_key(UIH)], CANDIDATE: candidates}
-        for role in self.history_roles:
-            inputs[role] = grouped[sequence_key(role)]
-        if self.has_candidate_timestamp:
-            inputs[CANDIDATE_TIMESTAMP] = grouped[sequence_key(CANDIDATE_TIMESTAMP)]
-        if not self._is_inference:
-            self._check_lengths(grouped)
-        if not self.ascending:
-            index = reverse_history_index(uih_lengths, inputs[UIH].shape[0])
-            for role in (UIH, *self.history_roles):
-                inputs[role] = inputs[role].index_select(0, index)
-        if self.has_contextual:
-            inputs[CONTEXTUAL] = grouped[CONTEXTUAL]
-        seq = self.preprocessor(inputs, uih_lengths, num_targets)
-        if not self._is_inference:
-            self._check_max_seq_len(seq.offsets)
-        x = self.positional_encoder(
-            seq.values, seq.offsets, seq.timestamps, num_targets=seq.num_targets
-        )
-        x = F.dropout(x, p=self.input_dropout_ratio, training=self.training)
-        x = self.stu(x, seq.offsets, self.max_seq_len, seq.contextual_len, seq.num_targets)
+        num_targets = grouped[sequence_length_key(CANDIDATE)]
         index = candidate_positions(seq.offsets, num_targets, candidates.shape[0])
-        user = self.postprocessor(x.index_select(0, index), seq.timestamps.index_select(0, index))
+        user = self.encoder.postprocessor(
+            x.index_select(0, index), seq.timestamps.index_select(0, index)
+        )
         fused = user * self.item_mlp(candidates.to(torch.float32))
         if self.tower_mlp is not None:
             fused = self.tower_mlp(fused)
@@ -430,28 +327,6 @@ class DlrmHSTU(BaseModel):
             else:
                 out["y" + suffix] = logits.squeeze(1)
         return out
-
-    def _check_lengths(self, grouped: dict[str, torch.Tensor]) -> None:
-        pairs = [(role, UIH) for role in self.history_roles]
-        if self.has_candidate_timestamp:
-            pairs.append((CANDIDATE_TIMESTAMP, CANDIDATE))
-        for role, owner in pairs:
-            got = grouped[sequence_length_key(role)]
-            want = grouped[sequence_length_key(owner)]
-            if got.shape != want.shape or not torch.equal(got, want):
-                raise DataError(
-                    f"feature group '{role}' and '{owner}' have different sequence lengths; "
-                    "take both from the same sequence_feature"
-                )
-
-    def _check_max_seq_len(self, offsets: torch.Tensor) -> None:
-        longest = int((offsets[1:] - offsets[:-1]).max()) if offsets.numel() > 1 else 0
-        if longest > self.max_seq_len:
-            raise DataError(
-                f"{FIELD}.max_seq_len is {self.max_seq_len} but a row has {longest} tokens "
-                "(contextual + history + candidates); raise max_seq_len or shorten the "
-                "sequences' sequence_length"
-            )
 
     # -- labels, losses and metrics --------------------------------------------------------
 

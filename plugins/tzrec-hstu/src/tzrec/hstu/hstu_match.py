@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tzrec.core import plugins
-from tzrec.core.config import provided_by, which_oneof
 from tzrec.core.errors import ConfigError
 from tzrec.data import (
     BaseFeature,
@@ -34,36 +32,17 @@ from tzrec.data import (
     create_features,
     project_grouped_sequence_feature_to_scalar,
 )
-from tzrec.hstu.positional import HSTUPositionalEncoder
-from tzrec.hstu.preprocessors import (
-    CONTEXTUAL,
-    UIH,
-    UIH_ACTION,
-    UIH_TIMESTAMP,
-    UIH_WATCHTIME,
-)
-from tzrec.hstu.stu import STUStack
-from tzrec.kernels import Kernel, is_tracing, jagged_last
+from tzrec.hstu.pipeline import HISTORY_ROLES, QUERY_TIME, HSTUEncoder
+from tzrec.hstu.pipeline import role_groups as pipeline_role_groups
+from tzrec.hstu.preprocessors import CONTEXTUAL
+from tzrec.kernels import Kernel, jagged_last
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.models.match import MatchModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
 
-QUERY_TIME = "query_time"
-_JAGGED_ROLES = (UIH_ACTION, UIH_WATCHTIME, UIH_TIMESTAMP)
-
-
-def reverse_jagged_rows(lengths: torch.Tensor) -> torch.Tensor:
-    """Index that reverses the items of every jagged row (for newest-first histories)."""
-    lengths = lengths.to(torch.int64)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    total = int(lengths.sum())
-    rows = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=lengths.device), lengths, output_size=total
-    )
-    pos = torch.arange(total, device=lengths.device) - offsets[rows]
-    return offsets[rows] + lengths[rows] - 1 - pos
+FIELD = "model_config.hstu_match"
 
 
 def gather_last(values: torch.Tensor, offsets: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
@@ -72,13 +51,14 @@ def gather_last(values: torch.Tensor, offsets: torch.Tensor, default: torch.Tens
 
 
 class HSTUMatchUserTower(nn.Module):
-    """HSTU user tower: preprocessor → positional encoder → STU stack → postprocessor.
+    """HSTU user tower: the :class:`~tzrec.hstu.pipeline.HSTUEncoder`, postprocessor, last token.
 
     Args:
         tower_config: an ``HSTUUserTower`` message.
         embedding_group: the model's embedding group (for input widths).
-        groups: feature groups by name (the roles present among them are used).
+        groups: role feature groups by name (the roles present among them are used).
         kernel: PYTORCH or TRITON.
+        ascending: histories are oldest-first (``sequence_timestamp_is_ascending``).
     """
 
     def __init__(
@@ -87,87 +67,32 @@ class HSTUMatchUserTower(nn.Module):
         embedding_group: EmbeddingGroup,
         groups: dict[str, model_pb2.FeatureGroupConfig],
         kernel: Kernel | int | str = Kernel.PYTORCH,
+        ascending: bool = True,
     ) -> None:
         super().__init__()
-        hstu = tower_config.hstu
         self.input = tower_config.input
-        self.embedding_dim = int(hstu.stu.embedding_dim)
-        self.roles = [r for r in _JAGGED_ROLES if r in groups]
-        self.has_contextual = CONTEXTUAL in groups
-        self.has_query_time = QUERY_TIME in groups
-        input_dims = {UIH: embedding_group.sequence_dim(self.input)}
-        for role in self.roles:
-            input_dims[role] = embedding_group.sequence_dim(role)
-        num_contextual = 0
-        if self.has_contextual:
-            input_dims[CONTEXTUAL] = embedding_group.group_total_dim(CONTEXTUAL)
-            num_contextual = len(groups[CONTEXTUAL].feature_names)
-        pe = hstu.positional_encoder
-        if pe.use_time_encoding and UIH_TIMESTAMP not in groups:
-            raise ConfigError(
-                "hstu.positional_encoder.use_time_encoding needs a JAGGED_SEQUENCE feature "
-                f"group named '{UIH_TIMESTAMP}' (the history's timestamps)"
-            )
-        chosen = which_oneof(hstu.input_preprocessor, "input_preprocessor")
-        if chosen is None:
-            raise ConfigError("hstu.input_preprocessor: set uih_preprocessor")
-        cls = plugins.get(
-            "input_preprocessors", chosen[0], provided_by(hstu.input_preprocessor, chosen[0])
-        )
-        self.preprocessor = cls(
-            chosen[1],
-            self.embedding_dim,
-            input_dims,
+        num_contextual = len(groups[CONTEXTUAL].feature_names) if CONTEXTUAL in groups else 0
+        # the attention divisor is the tower's max_seq_len unless stu.scaling_seqlen says
+        # otherwise (upstream passes scaling_seqlen=tower_config.max_seq_len)
+        self.encoder = HSTUEncoder(
+            tower_config.hstu,
+            embedding_group,
+            groups,
+            where=f"{FIELD}.user_tower.hstu",
+            uih_group=self.input,
             num_contextual=num_contextual,
             max_uih_len=int(tower_config.max_seq_len),
+            scaling_seqlen=int(tower_config.max_seq_len),
+            ascending=ascending,
+            kernel=kernel,
         )
-        self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
-        self.input_dropout_ratio = float(hstu.input_dropout_ratio)
-        # attention weights are divided by the tower's max_seq_len unless stu.scaling_seqlen
-        # says otherwise (upstream passes scaling_seqlen=tower_config.max_seq_len)
-        self.stu = STUStack(
-            hstu.stu, int(hstu.attn_num_layers), kernel, int(tower_config.max_seq_len)
-        )
-        chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
-        if chosen is None:
-            raise ConfigError("hstu.output_postprocessor: set l2norm_postprocessor or another")
-        cls = plugins.get(
-            "output_postprocessors",
-            chosen[0],
-            provided_by(hstu.output_postprocessor, chosen[0]),
-        )
-        self.postprocessor = cls(chosen[1], self.embedding_dim, kernel)
+        self.embedding_dim = self.encoder.embedding_dim
         self.empty_history = nn.Parameter(torch.empty(self.embedding_dim).normal_(0.0, 0.02))
-        self.ascending = True
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user embeddings from the embedding group's outputs."""
-        lengths = grouped[sequence_length_key(self.input)]
-        inputs = {UIH: grouped[sequence_key(self.input)]}
-        for role in self.roles:
-            inputs[role] = grouped[sequence_key(role)]
-            if is_tracing():  # exported graphs take aligned groups (one shared Dim)
-                continue
-            if grouped[sequence_length_key(role)].shape != lengths.shape or not torch.equal(
-                grouped[sequence_length_key(role)], lengths
-            ):
-                raise ConfigError(
-                    f"feature group '{role}' and '{self.input}' have different sequence "
-                    "lengths; take both from the same sequence_feature"
-                )
-        if not self.ascending:
-            index = reverse_jagged_rows(lengths)
-            inputs = {k: v.index_select(0, index) for k, v in inputs.items()}
-        if self.has_contextual:
-            inputs[CONTEXTUAL] = grouped[CONTEXTUAL]
-        seq = self.preprocessor(inputs, lengths)
-        query_time = (
-            grouped[QUERY_TIME].reshape(-1).to(torch.int64) if self.has_query_time else None
-        )
-        x = self.positional_encoder(seq.values, seq.offsets, seq.timestamps, query_time)
-        x = F.dropout(x, p=self.input_dropout_ratio, training=self.training)
-        x = self.stu(x, seq.offsets, seq.max_seq_len, seq.contextual_len)
-        x = self.postprocessor(x, seq.timestamps)
+        x, seq = self.encoder(grouped)
+        x = self.encoder.postprocessor(x, seq.timestamps)
         return gather_last(x, seq.offsets, self.empty_history)
 
 
@@ -358,7 +283,6 @@ class HSTUMatch(MatchModel):
         super().__init__(model_config, features, labels, sample_weights, **kwargs)
         cfg = self._model_config
         kernel = int(self._base_model_config.kernel)
-        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         user_group = self._group(cfg.user_tower.input)
         item_group = self._group(cfg.item_tower.input)
         for what, g in (("user_tower", user_group), ("item_tower", item_group)):
@@ -367,26 +291,21 @@ class HSTUMatch(MatchModel):
                     f"model_config.hstu_match.{what}.input: group '{g.group_name}' must be "
                     "JAGGED_SEQUENCE"
                 )
-        expected_types = {
-            CONTEXTUAL: (model_pb2.DEEP,),
-            QUERY_TIME: (model_pb2.DEEP,),
-            UIH_ACTION: (model_pb2.JAGGED_SEQUENCE,),
-            UIH_WATCHTIME: (model_pb2.JAGGED_SEQUENCE,),
-            UIH_TIMESTAMP: (model_pb2.JAGGED_SEQUENCE,),
-        }
-        role_groups = {}
-        for role, types in expected_types.items():
-            if role in groups and role not in (user_group.group_name, item_group.group_name):
-                if groups[role].group_type not in types:
-                    want = "/".join(model_pb2.FeatureGroupType.Name(t) for t in types)
-                    raise ConfigError(f"feature group '{role}' must be {want}")
-                role_groups[role] = groups[role]
+        role_groups = pipeline_role_groups(
+            list(self._base_model_config.feature_groups),
+            (CONTEXTUAL, QUERY_TIME, *HISTORY_ROLES),
+            "hstu_match",
+            exclude=(user_group.group_name, item_group.group_name),
+        )
         used = [user_group, item_group, *role_groups.values()]
         self.embedding_group = EmbeddingGroup(self._features, used)
         self.user_tower = HSTUMatchUserTower(
-            cfg.user_tower, self.embedding_group, role_groups, kernel
+            cfg.user_tower,
+            self.embedding_group,
+            role_groups,
+            kernel,
+            ascending=bool(cfg.sequence_timestamp_is_ascending),
         )
-        self.user_tower.ascending = bool(cfg.sequence_timestamp_is_ascending)
         item_in = self.embedding_group.sequence_dim(item_group.group_name)
         item_names = set(group_feature_names(item_group))
         self.item_tower = HSTUMatchItemTower(
@@ -439,7 +358,7 @@ class HSTUMatch(MatchModel):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """User/item embeddings and the (B, 1 + num_neg) similarity / temperature."""
-        grouped = self.embedding_group(batch)
+        grouped = self.user_tower.encoder.exact_timestamps(self.embedding_group(batch), batch)
         user_emb = self.user_embedding(grouped)
         if self._is_inference:  # serving view: users only (items export via the item tower)
             return {"user_emb": user_emb}

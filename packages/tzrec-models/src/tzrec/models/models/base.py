@@ -22,6 +22,11 @@ from tzrec.models.metrics.factory import create_metric
 from tzrec.protos import model_pb2
 
 
+def metric_key(display: str) -> str:
+    """Module-dict key of a metric from its display name (``recall@5`` → ``recall_at_5``)."""
+    return display.replace(".", "_").replace("@", "_at_")
+
+
 class BaseModel(nn.Module):
     """Shared plumbing: config, features, labels, losses and metrics.
 
@@ -135,7 +140,7 @@ class BaseModel(nn.Module):
     def _init_metrics(self, num_class: int = 1) -> None:
         for cfg in self._base_model_config.metrics:
             name, display, metric = create_metric(cfg, num_class=num_class)
-            key = display.replace(".", "_").replace("@", "_at_")
+            key = metric_key(display)
             self._metric_modules[key] = metric
             self._metric_names[key] = display
 
