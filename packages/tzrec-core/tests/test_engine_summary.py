@@ -7,12 +7,15 @@ import torch
 from tzrec.core.engine.summary import (
     EVAL_RESULT_FILENAME,
     TRAIN_EVAL_RESULT_FILENAME,
+    TRAINING_CURVE_FILENAME,
     ProgressReporter,
     Summary,
     best_eval_step,
     learning_rates,
     read_eval_results,
+    read_scalars,
     write_eval_result,
+    write_training_curve,
 )
 
 
@@ -36,7 +39,9 @@ def test_summary_writes_losses_total_lr_and_metrics(tmp_path):
     assert scalars["lr/g0"] == [(5, pytest.approx(0.1))]
     assert scalars["lr/g1"] == [(5, pytest.approx(0.01))]
     assert scalars["metric/auc"] == [(5, pytest.approx(0.7))]
-    assert scalars["metric/recall@5"] == [(5, pytest.approx(0.3))]
+    # evaluation goes to eval_val/ as upstream, so TensorBoard shows train and eval as two runs
+    assert "metric/recall@5" not in scalars
+    assert _scalars(tmp_path / "eval_val")["metric/recall@5"] == [(5, pytest.approx(0.3))]
 
 
 def test_summary_is_a_no_op_off_rank_zero(tmp_path, monkeypatch):
@@ -103,3 +108,30 @@ def test_eval_result_not_written_off_rank_zero(tmp_path, monkeypatch):
     assert not (tmp_path / EVAL_RESULT_FILENAME).exists()
     assert read_eval_results(tmp_path / EVAL_RESULT_FILENAME) == []
     assert best_eval_step(tmp_path / EVAL_RESULT_FILENAME, "auc") is None
+
+
+def test_closing_a_summary_draws_the_training_curve_from_all_runs(tmp_path):
+    from PIL import Image
+
+    with Summary(tmp_path, enabled=True) as first:
+        for step in (10, 20):
+            first.log_train(step, {"loss": 1.0 / step})
+        first.log_eval(20, {"recall@5": 0.4})
+    with Summary(tmp_path, enabled=True) as resumed:  # a resumed run: a second event file
+        resumed.log_train(30, {"loss": 0.01})
+        resumed.log_eval(30, {"recall@5": 0.6})
+    assert read_scalars(tmp_path)["loss/total"] == [
+        (10, pytest.approx(0.1)),
+        (20, pytest.approx(0.05)),
+        (30, pytest.approx(0.01)),
+    ]
+    png = tmp_path / TRAINING_CURVE_FILENAME
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (900, 620)
+        colours = {c for _, c in image.getcolors(maxcolors=1 << 16)}
+    assert (0x1F, 0x77, 0xB4) in colours  # a series line was drawn, not only the frame
+
+
+def test_training_curve_needs_something_to_draw(tmp_path):
+    assert write_training_curve(tmp_path) is None
+    assert not (tmp_path / TRAINING_CURVE_FILENAME).exists()

@@ -1,7 +1,11 @@
-"""TensorBoard summaries, a tqdm progress line and evaluation result files.
+"""TensorBoard summaries, a training-curve PNG, a tqdm progress line and eval result files.
 
 Everything here writes only on rank 0 (or when told to), so callers need no rank checks.
-Tags follow upstream: ``loss/<name>``, ``loss/total``, ``lr/g<i>``, ``metric/<name>``.
+Tags follow upstream: ``loss/<name>``, ``loss/total``, ``lr/g<i>`` and training
+``metric/<name>`` in ``model_dir``; evaluation ``metric/<name>`` in ``model_dir/eval_val``.
+Closing a :class:`Summary` also draws ``training_curve.png`` (loss and eval metrics by step,
+from the event files, so resumed runs show their whole history) for readers without
+TensorBoard.
 Evaluation results are appended as one JSON object per line,
 ``{"global_step": 1000, "auc": 0.71, ...}``, to ``train_eval_result.txt`` during training
 and ``eval_result.txt`` for ``tzrec evaluate``.
@@ -26,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 TRAIN_EVAL_RESULT_FILENAME = "train_eval_result.txt"
 EVAL_RESULT_FILENAME = "eval_result.txt"
+EVAL_SUMMARY_DIR = "eval_val"
+TRAINING_CURVE_FILENAME = "training_curve.png"
 
 
 def _scalar(value: Any) -> float:
@@ -57,7 +63,9 @@ class Summary:
 
     def __init__(self, log_dir: str | os.PathLike[str], enabled: bool | None = None) -> None:
         self.enabled = is_rank_zero() if enabled is None else enabled
+        self.log_dir = Path(log_dir)
         self._writer = None
+        self._eval_writer = None
         if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -90,20 +98,34 @@ class Summary:
             self.add_scalar(f"metric/{name}", value, step)
 
     def log_eval(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Write evaluation metrics as ``metric/<name>``."""
+        """Write evaluation metrics as ``metric/<name>`` into ``<log_dir>/eval_val``."""
+        if self._writer is None:
+            return
+        if self._eval_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._eval_writer = SummaryWriter(str(self.log_dir / EVAL_SUMMARY_DIR))
         for name, value in metrics.items():
-            self.add_scalar(f"metric/{name}", value, step)
+            self._eval_writer.add_scalar(f"metric/{name}", _scalar(value), step)
 
     def flush(self) -> None:
         """Flush pending events to disk."""
-        if self._writer is not None:
-            self._writer.flush()
+        for writer in (self._writer, self._eval_writer):
+            if writer is not None:
+                writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Flush and close the event files, then draw ``training_curve.png``."""
+        if self._writer is None:
+            return
+        for writer in (self._writer, self._eval_writer):
+            if writer is not None:
+                writer.close()
+        self._writer = self._eval_writer = None
+        try:
+            write_training_curve(self.log_dir)
+        except Exception as e:  # a picture must never fail a training run
+            logger.warning("could not draw %s: %s", self.log_dir / TRAINING_CURVE_FILENAME, e)
 
     def __enter__(self) -> Summary:
         return self
@@ -256,3 +278,101 @@ def best_eval_step(
         if best is None or key > best[0]:
             best = (key, record["global_step"])
     return None if best is None else best[1]
+
+
+def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of the event files in ``log_dir`` (not its subdirectories)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for tag in acc.Tags().get("scalars", []):
+        by_step = {e.step: float(e.value) for e in acc.Scalars(tag)}  # a resume rewrites steps
+        series[tag] = sorted(by_step.items())
+    return series
+
+
+#: Line colours of the eval metrics, in order.
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+
+
+def write_training_curve(
+    model_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """Draw ``loss/total`` and the eval metrics of ``model_dir`` by step as a PNG.
+
+    The top panel is the training loss (``model_dir`` events), the bottom one every eval
+    ``metric/<name>`` (``model_dir/eval_val`` events). Drawn with Pillow (a dependency of
+    tensorboard) so no plotting library is needed. Returns the PNG path, or None when
+    there is nothing to draw.
+    """
+    model_dir = Path(model_dir)
+    train = read_scalars(model_dir)
+    eval_dir = model_dir / EVAL_SUMMARY_DIR
+    evals = read_scalars(eval_dir) if eval_dir.is_dir() else {}
+    loss = train.get("loss/total", [])
+    metrics = {k.removeprefix("metric/"): v for k, v in sorted(evals.items()) if v}
+    if not loss and not metrics:
+        return None
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = 900, 620
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    steps = [s for s, _ in loss] + [s for v in metrics.values() for s, _ in v]
+    x_range = (min(steps), max(max(steps), min(steps) + 1))
+    _panel(draw, font, (70, 30, width - 20, 290), x_range, {"loss/total": loss}, "training loss")
+    _panel(draw, font, (70, 340, width - 20, height - 40), x_range, metrics, "eval metrics")
+    draw.text((width // 2 - 15, height - 22), "step", fill="black", font=font)
+    path = Path(out) if out is not None else model_dir / TRAINING_CURVE_FILENAME
+    image.save(path, format="PNG")
+    return path
+
+
+def _panel(
+    draw: Any,
+    font: Any,
+    box: tuple[int, int, int, int],
+    x_range: tuple[int, int],
+    series: Mapping[str, list[tuple[int, float]]],
+    title: str,
+) -> None:
+    """One framed plot: axes with min/max ticks, a line (and dots) per series, a legend."""
+    left, top, right, bottom = box
+    draw.rectangle(box, outline="black")
+    draw.text((left, top - 16), title, fill="black", font=font)
+    values = [v for points in series.values() for _, v in points if math.isfinite(v)]
+    if not values:
+        draw.text((left + 10, top + 10), "(nothing logged)", fill="gray", font=font)
+        return
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    x0, x1 = x_range
+
+    def xy(step: int, value: float) -> tuple[float, float]:
+        fx = (step - x0) / (x1 - x0)
+        fy = (value - lo) / (hi - lo)
+        return left + 8 + fx * (right - left - 16), bottom - 8 - fy * (bottom - top - 16)
+
+    for value in (lo, hi):
+        y = xy(x0, value)[1]
+        draw.line([(left - 4, y), (left, y)], fill="black")
+        draw.text((4, y - 6), f"{value:.4g}", fill="black", font=font)
+    for step in (x0, x1):
+        x = xy(step, lo)[0]
+        draw.line([(x, bottom), (x, bottom + 4)], fill="black")
+        draw.text((x - 10, bottom + 6), str(step), fill="black", font=font)
+    for i, (name, points) in enumerate(series.items()):
+        colour = _COLOURS[i % len(_COLOURS)]
+        pts = [xy(s, v) for s, v in points if math.isfinite(v)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for x, y in pts if len(pts) <= 50 else []:
+            draw.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=colour)
+        last = points[-1][1]
+        draw.text(
+            (right - 200, top + 6 + 14 * i), f"{name} (last {last:.4f})", fill=colour, font=font
+        )
