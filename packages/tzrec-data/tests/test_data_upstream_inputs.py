@@ -446,3 +446,18 @@ def test_the_documented_switch_selects_the_parquet_reader(tmp_path):
     cfg.write_text(ODPS_CONFIG.format(model_dir=tmp_path / "m", dataset_type="OdpsDataset"))
     config = load_pipeline_config(cfg, edits={"data_config.dataset_type": "ParquetDataset"})
     assert dataset_class(config) is Parquet
+
+
+def test_a_set_separator_is_honoured_not_refused_by_the_config_check():
+    from tzrec.core.config import parse_pipeline_config, validate_pipeline_config
+
+    config = parse_pipeline_config(
+        RTP_CONFIG.replace(
+            'expression: "item:video_id"', 'expression: "item:video_id" separator: ","', 1
+        )
+        .replace("uih_seq_video_id", "uih_seq__video_id")
+        .replace("cand_seq_video_id", "cand_seq__video_id")
+    )
+    validate_pipeline_config(config, require_input_paths=False, allow_unsupported_fields=False)
+    (f, *_) = create_features(config.feature_configs, config.data_config)
+    assert f.multival_sep == ","

@@ -56,6 +56,7 @@ class DataParser:
         self.label_fields = list(label_fields or [])
         self.sample_weight_fields = list(sample_weight_fields or [])
         self.reserved_columns = list(reserved_columns or [])
+        self.nonfinite: dict[str, np.ndarray] = {}
         self._groups: dict[str, list[BaseFeature]] = defaultdict(list)
         for f in self.features:
             if f.is_grouped_sequence:
@@ -86,33 +87,51 @@ class DataParser:
             raise au.BadRows(rows, name, what, "expected a number") from None
         return _t(vals.to_numpy(zero_copy_only=False))
 
-    def _jagged_label_delim(self, name: str, arr: pa.Array) -> str | None:
+    def _jagged_label_delim(
+        self, name: str, arr: pa.Array
+    ) -> tuple[str, BaseFeature | None] | None:
         """How a label column holds one value per item, else None (a scalar label).
 
         As upstream, a ``list<int>`` / ``list<float>`` label (any name) holds several values
-        per row (e.g. one per candidate, ``item_action_weight``); ``""`` is returned. A
-        string label named ``<sequence_name>__<x>`` holds one value per item of that sequence
-        group, joined by the group's delimiter (returned).
+        per row (e.g. one per candidate, ``item_action_weight``). A string label named
+        ``<sequence_name>__<x>`` holds one value per item of that sequence group, joined by
+        the group's delimiter. Returns ``(delimiter, first feature of the group it is
+        named after, if any)``.
         """
         t = au.decode(au.combine(arr)).type
-        if au.is_listlike(t):
-            return ""
-        if not au.is_stringlike(t):
-            return None
+        group = None
         groups = sorted(self._groups.values(), key=lambda fs: -len(fs[0].grouped_sequence_prefix))
         for feats in groups:  # the longest prefix wins ('cand_seq_' before 'cand_')
             if name.startswith(feats[0].grouped_sequence_prefix):
-                return feats[0].sequence_delim
+                group = feats[0]
+                break
+        if au.is_listlike(t):
+            return "", group
+        if au.is_stringlike(t) and group is not None:
+            return group.sequence_delim, group
         return None
 
     def _jagged_label(self, name: str, arr: pa.Array, delim: str, num_rows: int) -> JaggedTensor:
-        """Values (int64 for integer lists, else float32) and per-row lengths of a label."""
-        lists = au.to_list_array(au.decode(au.combine(arr))[:num_rows], delim or ";")
+        """Values (int64 for integer lists, else float32) and per-row lengths of a label.
+
+        A null cell, or a null value inside a list, is a bad row (a label that is missing,
+        as for scalar labels); an empty string or list is a row with no labels.
+        """
+        arr = au.decode(au.combine(arr))[:num_rows]
+        if arr.null_count:
+            rows = np.nonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]
+            raise au.BadRows(rows, name, "label", "expected label values, got a null cell")
+        lists = au.to_list_array(arr, delim or ";")
         off = au.list_offsets(lists)
         values = au.decode(au.list_values(lists))
-        lengths = _t(au.lengths_from_offsets(off))
+        lens = au.lengths_from_offsets(off)
+        if values.null_count:
+            nulls = values.is_null().to_numpy(zero_copy_only=False)
+            rows = np.unique(au.parent_rows(off)[nulls])
+            raise au.BadRows(rows, name, "label", "expected a label value, got an empty one")
+        lengths = _t(lens)
         if pa.types.is_integer(values.type):
-            ints = values.cast(pa.int64(), safe=False).fill_null(0)
+            ints = values.cast(pa.int64(), safe=False)
             return JaggedTensor(values=_t(ints.to_numpy(zero_copy_only=False)), lengths=lengths)
         if not (pa.types.is_floating(values.type) or au.is_stringlike(values.type)):
             raise au.BadType(
@@ -137,6 +156,12 @@ class DataParser:
         """
         parsed = {f.name: f.parse(columns) for f in self.features}
         self._check_groups(parsed)
+        #: input column -> batch row of each NaN/inf value read in the last parse
+        self.nonfinite: dict[str, np.ndarray] = {}
+        for f in self.features:
+            rows = getattr(parsed[f.name], "nonfinite_rows", None)
+            if rows is not None and len(rows):
+                self.nonfinite[f.input_name] = rows
 
         sparse: dict[str, list] = defaultdict(list)
         dense: dict[str, list] = defaultdict(list)
@@ -182,23 +207,40 @@ class DataParser:
         batch.sequence_dense_features = seq_dense
         batch.int64_features = int64
         for name in self.label_fields:
-            seq_delim = self._jagged_label_delim(name, columns[name])
-            if seq_delim is not None:
+            jagged = self._jagged_label_delim(name, columns[name])
+            if jagged is not None:
                 # e.g. ``cand_seq__action_weight``: one label per candidate item, kept
                 # jagged beside the raw sequence features
-                seq_dense[name] = self._jagged_label(name, columns[name], seq_delim, num_rows)
+                jt = self._jagged_label(name, columns[name], jagged[0], num_rows)
+                seq_dense[name] = jt
+                self._count_nonfinite(name, jt.values(), jt.lengths())
                 continue
             batch.labels[name] = self._float_column(name, columns[name], "label")[:num_rows]
+            self._count_nonfinite(name, batch.labels[name])
         for name in self.sample_weight_fields:
             batch.sample_weights[name] = self._float_column(name, columns[name], "sample weight")[
                 :num_rows
             ].float()
+            self._count_nonfinite(name, batch.sample_weights[name])
         if self.reserved_columns:
             batch.reserves = pa.RecordBatch.from_arrays(
                 [au.combine(columns[c])[:num_rows] for c in self.reserved_columns],
                 names=self.reserved_columns,
             )
         return batch
+
+    def _count_nonfinite(
+        self, name: str, values: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> None:
+        """Record the rows of NaN/inf values of a label or sample-weight column."""
+        if not values.is_floating_point():
+            return
+        bad = ~torch.isfinite(values.reshape(-1))
+        if bool(bad.any()):
+            idx = torch.nonzero(bad).reshape(-1).numpy()
+            if lengths is not None:
+                idx = au.parent_rows_of_lengths(lengths.numpy())[idx]
+            self.nonfinite[name] = idx
 
     @staticmethod
     def _kjt(items: list) -> KeyedJaggedTensor:

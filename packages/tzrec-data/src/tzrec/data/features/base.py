@@ -30,6 +30,8 @@ class SparseData:
     values: np.ndarray
     lengths: np.ndarray
     weights: np.ndarray | None = None
+    #: batch row of every NaN/inf input value (raw features; ``None``: none)
+    nonfinite_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -43,6 +45,8 @@ class DenseData:
     name: str
     values: np.ndarray
     int64_values: np.ndarray | None = None
+    #: batch row of every NaN/inf input value (``None``: none)
+    nonfinite_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -56,6 +60,8 @@ class SequenceSparseData:
     values: np.ndarray
     item_lengths: np.ndarray
     seq_lengths: np.ndarray
+    #: batch row of every NaN/inf input value (raw features; ``None``: none)
+    nonfinite_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -69,6 +75,8 @@ class SequenceDenseData:
     values: np.ndarray
     seq_lengths: np.ndarray
     int64_values: np.ndarray | None = None
+    #: batch row of every NaN/inf input value (``None``: none)
+    nonfinite_rows: np.ndarray | None = None
 
 
 ParsedData = SparseData | DenseData | SequenceSparseData | SequenceDenseData

@@ -114,8 +114,12 @@ class RawFeature(BaseFeature):
 
     def _floats(
         self, lists: pa.ListArray, rows_of_list: au.Rows
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """float32 values of a list array (and their exact int64 values, see ``_int64``)."""
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """float32 values of a list array, exact int64 values and NaN/inf rows.
+
+        The int64 values are ``_int64``'s; the rows list the batch row of every NaN/inf
+        input value (``None`` when all are finite).
+        """
         values = au.list_values(lists)
         try:
             out = _float32(values)
@@ -123,12 +127,20 @@ class RawFeature(BaseFeature):
             raise self._bad_values(
                 lists, integer=False, row_of_list=au.LazyRows(rows_of_list).get()
             ) from None
-        if np.isnan(out).any() and values.null_count:
-            out = np.nan_to_num(out, nan=0.0)
+        if values.null_count and np.isnan(out).any():
+            out = np.where(values.is_null().to_numpy(zero_copy_only=False), 0.0, out)
+            out = out.astype(np.float32, copy=False)
+        nonfinite = None
+        bad = ~np.isfinite(out)
+        if bad.any():
+            nonfinite = au.parent_rows(au.list_offsets(lists))[bad]
+            rows = au.LazyRows(rows_of_list)
+            if not rows.none:
+                nonfinite = rows()[nonfinite]
         ints = self._int64(values)
         if self._normalize is not None:
             out = self._normalize(out).astype(np.float32)
-        return out, ints
+        return out, ints, nonfinite
 
     def _int64(self, values: pa.Array) -> np.ndarray | None:
         """Exact int64 values of a dense feature whose values are all integers, else None.
@@ -171,17 +183,23 @@ class RawFeature(BaseFeature):
                         ints[nulls] = int(self._default[0])
                     else:
                         ints = None
+                bad = ~np.isfinite(x)
+                nonfinite = np.nonzero(bad)[0] if bad.any() else None
                 if self._normalize is not None:
                     x = self._normalize(x).astype(np.float32)
                 if self.is_sparse:
-                    return SparseData(self.name, self._bucketize(x), np.ones(len(x), np.int32))
+                    ones = np.ones(len(x), np.int32)
+                    return SparseData(self.name, self._bucketize(x), ones, None, nonfinite)
                 return DenseData(
-                    self.name, x.reshape(-1, 1), None if ints is None else ints.reshape(-1, 1)
+                    self.name,
+                    x.reshape(-1, 1),
+                    None if ints is None else ints.reshape(-1, 1),
+                    nonfinite,
                 )
         if self._default is not None:
             arr = self._fill_cell_default(arr, self._default)
         lists = au.to_list_array(arr, self.multival_sep)
-        values, ints = self._floats(lists, None)
+        values, ints, nonfinite = self._floats(lists, None)
         lengths = np.diff(au.list_offsets(lists))
         dim = self.value_dim
         bad = lengths != dim
@@ -190,11 +208,13 @@ class RawFeature(BaseFeature):
                 np.nonzero(bad)[0], self.input_name, self.name, f"expected {dim} value(s) per cell"
             )
         if self.is_sparse:
-            return SparseData(self.name, self._bucketize(values), lengths.astype(np.int32))
+            lengths = lengths.astype(np.int32)
+            return SparseData(self.name, self._bucketize(values), lengths, None, nonfinite)
         return DenseData(
             self.name,
             values.reshape(len(lists), dim),
             None if ints is None else ints.reshape(len(lists), dim),
+            nonfinite,
         )
 
     def _parse_sequence(self, arr: pa.Array) -> SequenceDenseData | SequenceSparseData:
@@ -204,7 +224,7 @@ class RawFeature(BaseFeature):
             items = pa.ListArray.from_arrays(
                 pa.array(np.arange(len(items) + 1, dtype=np.int32)), items
             )
-        values, ints = self._floats(items, item_rows)
+        values, ints, nonfinite = self._floats(items, item_rows)
         item_lengths = np.diff(au.list_offsets(items))
         dim = self.value_dim
         bad = item_lengths != dim
@@ -221,12 +241,14 @@ class RawFeature(BaseFeature):
                 self._bucketize(values),
                 item_lengths.astype(np.int32),
                 seq_lengths.astype(np.int32),
+                nonfinite,
             )
         return SequenceDenseData(
             self.name,
             values.reshape(-1, dim),
             seq_lengths.astype(np.int32),
             None if ints is None else ints.reshape(-1, dim),
+            nonfinite,
         )
 
 

@@ -102,6 +102,16 @@ class BaseDataset(IterableDataset):
         self._parser = DataParser(
             self.features, self.label_fields, self.sample_weight_fields, self.reserved_columns
         )
+        # NaN/inf values per input column (features, labels, weights), summed over workers
+        self._nonfinite_columns: list[str] = []
+        for c in (
+            [f.input_name for f in self.features] + self.label_fields + (self.sample_weight_fields)
+        ):
+            if c not in self._nonfinite_columns:
+                self._nonfinite_columns.append(c)
+        self._nonfinite = mp.Array("q", max(len(self._nonfinite_columns), 1), lock=True)
+        self._nonfinite_warned: set[str] = set()
+        self._pass_nonfinite: dict[str, int] = {}
 
     @classmethod
     def create_features(cls, feature_configs: Any, data_config: Any) -> list[BaseFeature]:
@@ -213,13 +223,46 @@ class BaseDataset(IterableDataset):
         self._epoch = epoch
 
     @property
-    def summary(self) -> dict[str, int]:
-        """Run counters summed over workers: rows_read, rows_skipped, batches."""
+    def summary(self) -> dict[str, Any]:
+        """Run counters summed over workers: rows_read, rows_skipped, batches.
+
+        ``nonfinite_values`` maps each input column with NaN/inf values to their count.
+        """
         return {
             "rows_read": int(self._stats[0]),
             "rows_skipped": int(self._stats[1]),
             "batches": int(self._stats[2]),
+            "nonfinite_values": {
+                c: int(self._nonfinite[i])
+                for i, c in enumerate(self._nonfinite_columns)
+                if self._nonfinite[i]
+            },
         }
+
+    def _note_nonfinite(self, table: pa.Table, num_rows: int) -> None:
+        """Count the last batch's NaN/inf values per column; warn once per column."""
+        for column, rows in self._parser.nonfinite.items():
+            n = len(rows)
+            i = self._nonfinite_columns.index(column)
+            with self._nonfinite.get_lock():
+                self._nonfinite[i] += n
+            self._pass_nonfinite[column] = self._pass_nonfinite.get(column, 0) + n
+            if column in self._nonfinite_warned:
+                continue
+            self._nonfinite_warned.add(column)
+            first = int(rows.min())
+            if first < num_rows:
+                fi = int(table.column(FILE_COL)[first].as_py())
+                where = f"{self.files[fi]}: row {int(table.column(ROW_COL)[first].as_py())}"
+            else:
+                where = "a sampled negative"
+            logger.warning(
+                "column '%s': %d NaN/inf value(s) in a batch, first at %s; they are read as "
+                "they are and counted (dataset summary 'nonfinite_values')",
+                column,
+                n,
+                where,
+            )
 
     def _add_stat(self, i: int, n: int) -> None:
         with self._stats.get_lock():
@@ -252,11 +295,19 @@ class BaseDataset(IterableDataset):
         stream = self._stream(my_units, columns, stripe)
         if self.shuffle:
             stream = self._shuffle_buffer(stream, rng)
+        self._pass_nonfinite = {}
         for table in self._rebatch(stream):
             batch = self._to_batch(table)
             if batch is not None:
                 self._add_stat(2, 1)
                 yield batch
+        if self._pass_nonfinite:
+            logger.warning(
+                "NaN/inf values read in this pass (shard %d of %d): %s",
+                shard,
+                num_shards,
+                ", ".join(f"'{c}': {n}" for c, n in self._pass_nonfinite.items()),
+            )
 
     def _stream(
         self, units: list[tuple], columns: list[str], stripe: tuple[int, int] | None = None
@@ -356,6 +407,8 @@ class BaseDataset(IterableDataset):
             infos = self._negatives.apply(columns)
         batch = self._parser.parse(columns, num_rows)
         batch.additional_infos.update(infos)
+        if self._parser.nonfinite:
+            self._note_nonfinite(table, num_rows)
         return batch
 
 

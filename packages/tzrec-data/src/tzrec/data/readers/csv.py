@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,6 +21,8 @@ _TYPES = {
     "DOUBLE": pa.float64(),
 }
 _BLOCK_SIZE = 4 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class CsvDataset(BaseDataset):
@@ -63,17 +67,16 @@ class CsvDataset(BaseDataset):
         names = self._column_names()
         if names is not None:
             return names
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
             line = f.readline()
         if not line.strip():
             return None
-        read = pcsv.ReadOptions(block_size=_BLOCK_SIZE)
-        parse = pcsv.ParseOptions(delimiter=self.data_config.delimiter or ",")
+        # only the header line: a bad data row is reported with its row when it is read
         try:
-            with pcsv.open_csv(path, read_options=read, parse_options=parse) as r:
-                return r.schema.names
-        except pa.ArrowInvalid as err:
+            names = next(csv.reader([line], delimiter=self.data_config.delimiter or ","))
+        except csv.Error as err:
             raise DataError(f"{path}: cannot read csv header ({err})") from None
+        return [n.strip("\r\n") for n in names]
 
     def _file_schema_names(self, path: str) -> list[str] | None:
         import os
@@ -97,7 +100,29 @@ class CsvDataset(BaseDataset):
         path = self.files[fi]
         header = self._header(path)
         read, parse, convert = self._options(self._column_names(), header, columns)
-        row = 0
+        # line number (1-based, header included) -> 0-based data row of the file
+        first_line = 1 if self._column_names() is not None else 2
+        skipped: list[int] = []  # data rows the parser dropped (on_bad_row="skip")
+        bad: list = []  # the invalid row that stopped the parser: (row, expected, got, text)
+
+        def on_invalid(r) -> str:
+            row = r.number - first_line if r.number is not None and r.number >= 0 else -1
+            if self.on_bad_row == "skip":
+                skipped.append(row)
+                logger.warning(
+                    "skipping malformed csv row: %s: row %d: expected %d columns, got %d",
+                    path,
+                    row,
+                    r.expected_columns,
+                    r.actual_columns,
+                )
+                self._add_stat(1, 1)
+                return "skip"
+            bad.append((row, r.expected_columns, r.actual_columns, r.text))
+            return "error"
+
+        parse.invalid_row_handler = on_invalid
+        start = 0  # file row of the next row to yield
         try:
             reader = pcsv.open_csv(
                 path, read_options=read, parse_options=parse, convert_options=convert
@@ -105,7 +130,7 @@ class CsvDataset(BaseDataset):
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return
-            raise DataError(f"{path}: cannot read csv ({err})") from None
+            raise self._csv_error(path, err, bad, start) from None
         with reader:
             while True:
                 try:
@@ -113,15 +138,34 @@ class CsvDataset(BaseDataset):
                 except StopIteration:
                     break
                 except pa.ArrowInvalid as err:
-                    raise DataError(
-                        f"{path}: malformed csv after row {row}: {_one_line(err)}"
-                    ) from None
+                    raise self._csv_error(path, err, bad, start) from None
                 n = rb.num_rows
                 rb = rb.select(columns) if rb.schema.names != columns else rb
+                rows = _kept_rows(start, n, skipped)
                 yield rb.append_column(
                     FILE_COL, pa.array(np.full(n, fi, dtype=np.int32))
-                ).append_column(ROW_COL, pa.array(np.arange(row, row + n, dtype=np.int64)))
-                row += n
+                ).append_column(ROW_COL, pa.array(rows))
+                start = int(rows[-1]) + 1 if n else start
+
+    @staticmethod
+    def _csv_error(path: str, err: Exception, bad: list, start: int) -> DataError:
+        """One line naming the file and the data row the csv parser stopped at."""
+        if bad:
+            row, expected, got, text = bad[-1]
+            where = f"row {row}" if row >= 0 else "a row"
+            return DataError(
+                f"{path}: {where}: expected {expected} columns, got {got} "
+                f"({_one_line(text)[:80]!r})"
+            )
+        return DataError(f"{path}: malformed csv at or after row {start}: {_one_line(err)}")
+
+
+def _kept_rows(start: int, n: int, skipped: list[int]) -> np.ndarray:
+    """File rows of the next ``n`` rows from ``start`` that the parser did not skip."""
+    rows = np.arange(start, start + n + len(skipped), dtype=np.int64)
+    if skipped:
+        rows = rows[~np.isin(rows, np.asarray(skipped, dtype=np.int64))]
+    return rows[:n]
 
 
 def _one_line(err: Exception) -> str:

@@ -30,8 +30,10 @@ class ParquetDataset(BaseDataset):
         if pf is None:
             try:
                 pf = pq.ParquetFile(path, memory_map=self.memory_map)
-            except (pa.ArrowInvalid, OSError) as err:
-                raise DataError(f"{path}: not a readable parquet file ({err})") from None
+            except (pa.ArrowException, OSError) as err:
+                raise DataError(
+                    f"{path}: not a readable parquet file ({' '.join(str(err).split())})"
+                ) from None
             if len(cache) > 64:
                 cache.clear()
             cache[path] = pf
@@ -90,12 +92,25 @@ class ParquetDataset(BaseDataset):
         stream_start = np.zeros(len(run) + 1, dtype=np.int64)
         np.cumsum(counts, out=stream_start[1:])
         pos = 0
-        for rb in pf.iter_batches(
+        batches = pf.iter_batches(
             batch_size=self.batch_size,
             row_groups=[u[1] for u in run],
             columns=columns,
             use_threads=False,
-        ):
+        )
+        while True:
+            try:
+                rb = next(batches)
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowException) as err:
+                # e.g. "Corrupt snappy compressed data.": name the file and where
+                k = min(int(np.searchsorted(stream_start, pos, side="right")) - 1, len(run) - 1)
+                raise DataError(
+                    f"{self.files[fi]}: corrupt parquet data in row group {run[k][1]} (after "
+                    f"file row {int(file_start[k] + pos - stream_start[k])}): "
+                    f"{' '.join(str(err).split())}"
+                ) from None
             n = rb.num_rows
             yield rb.append_column(
                 FILE_COL, pa.array(np.full(n, fi, dtype=np.int32))

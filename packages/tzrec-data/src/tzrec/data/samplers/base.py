@@ -116,7 +116,7 @@ class BaseSampler:
         raise NotImplementedError
 
     def _item_table(self, path: str) -> NodeTable:
-        return NodeTable(
+        table = NodeTable(
             path,
             self.attr_fields,
             self.config.attr_delimiter,
@@ -125,6 +125,9 @@ class BaseSampler:
             self.multival_sep,
             self.table_columns,
         )
+        if len(table.ids) == 0:
+            raise DataError(f"sampler item table {path}: no items to sample negatives from")
+        return table
 
     def get(
         self, input_data: dict[str, pa.Array], num_sample: int | None = None, exact: bool = False

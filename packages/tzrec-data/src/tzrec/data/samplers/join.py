@@ -22,7 +22,11 @@ from tzrec.data import arrow_utils as au
 from tzrec.data.features.base import BaseFeature
 from tzrec.data.features.factory import candidate_feature, negative_feature_names
 from tzrec.data.samplers.base import HARD_NEG_INDICES, build_sampler_input
-from tzrec.data.samplers.candidates import combine_neg_as_candidate_sequence
+from tzrec.data.samplers.candidates import (
+    CAND_POS_LENGTHS,
+    append_shared_negatives,
+    deal_negatives,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +39,13 @@ class NegativeJoin:
         columns: input columns the sampler needs (item id, user id, attributes).
         candidate: for a sequence ``item_id_field``: the candidate sequence's ``name``,
             ``delim``, ``max_len`` and the ``attrs`` that are sequence columns; else ``None``.
+        name: the sampler's ``DataConfig`` oneof name (for messages).
     """
 
-    def __init__(self, sampler: Any, columns: list[str], candidate: dict | None) -> None:
+    def __init__(
+        self, sampler: Any, columns: list[str], candidate: dict | None, name: str = "sampler"
+    ) -> None:
+        self.name = name
         self.sampler = sampler
         self.columns = columns
         self.candidate = candidate
@@ -53,9 +61,9 @@ class NegativeJoin:
         Returns:
             extra tensors for ``Batch.additional_infos`` (``hard_neg_indices``).
         """
+        self._check_positives(columns)
         if self.candidate is not None:
-            self._join_candidates(columns)
-            return {}
+            return self._join_candidates(columns)
         sampler = self.sampler
         inputs, _ = build_sampler_input(
             columns, sampler.item_id_field, sampler.user_id_field, sampler.item_id_delim
@@ -72,52 +80,93 @@ class NegativeJoin:
             columns[name] = pa.concat_arrays([base, _cast_like(neg, base.type)])
         return infos
 
-    def _join_candidates(self, columns: dict[str, pa.Array]) -> None:
-        """Each positive of a row's candidate sequence is followed by its negatives."""
+    def _check_positives(self, columns: dict[str, pa.Array]) -> None:
+        """Every row needs its positive item(s): an empty ``item_id_field`` cell is a bad row."""
+        field = self.sampler.item_id_field
+        arr = au.combine(columns[field])
+        if au.is_stringlike(arr.type):
+            arr = au.empty_to_null(arr)
+        if au.is_listlike(arr.type):
+            empty = pc.equal(pc.list_value_length(arr).fill_null(0), 0)
+        else:
+            empty = arr.is_null()
+        if pc.any(empty).as_py():
+            rows = np.nonzero(empty.to_numpy(zero_copy_only=False))[0]
+            what = "a candidate item" if self.candidate is not None else "an item id"
+            raise au.BadRows(
+                rows,
+                field,
+                f"{self.name}.item_id_field",
+                f"expected {what} to sample negatives for, got an empty cell",
+            )
+
+    def _join_candidates(self, columns: dict[str, pa.Array]) -> dict[str, torch.Tensor]:
+        """Upstream's HSTU layout: positives in their rows, the shared negatives after them.
+
+        Every row keeps its (most recent ``sequence_length``) positives; the batch's
+        ``num_sample`` simple negatives and then the hard negatives are dealt into the
+        rows' free slots in order, so the candidate values are ``[pos(Q), simple(M),
+        hard(H)]`` once a model takes the positives (``cand_pos_lengths`` per row) out.
+
+        Returns:
+            ``cand_pos_lengths`` (B,) and, for hard-negative samplers, ``hard_neg_indices``
+            ((query, offset) of each hard negative; queries are the flattened positives).
+
+        Raises:
+            ConfigError: the negatives do not fit in the rows' free ``sequence_length`` slots.
+        """
         sampler, cand = self.sampler, self.candidate
-        inputs, pos_lists = build_sampler_input(
-            columns, sampler.item_id_field, sampler.user_id_field, cand["delim"]
-        )
-        num_pos = len(inputs[sampler.item_id_field])
-        per_pos = max(1, -(-sampler.num_sample // max(num_pos, 1)))
-        max_len = cand["max_len"]
-        if max_len and num_pos:
-            longest = max(int(pc.max(pc.list_value_length(pos_lists)).as_py() or 0), 1)
-            fit = max_len // longest - 1
-            if fit < 1:
+        field, max_len = sampler.item_id_field, cand["max_len"] or None
+        pos_lists = au.to_list_array(columns[field], cand["delim"])
+        off = au.list_offsets(pos_lists)
+        idx, pos_len = au.tail_ranges(off, max_len)
+        flat = au.list_values(pos_lists)
+        if idx is not None:
+            flat = flat.take(pa.array(idx))
+        inputs = {field: flat}
+        if sampler.user_id_field:
+            rows = np.repeat(np.arange(len(pos_len), dtype=np.int64), pos_len)
+            users = au.combine(columns[sampler.user_id_field])
+            inputs[sampler.user_id_field] = users.take(pa.array(rows))
+        sampled = sampler.get(inputs)
+        hard = sampled.pop(HARD_NEG_INDICES, None)
+        num_neg = len(next(iter(sampled.values()))) if sampled else 0
+        counts = deal_negatives(pos_len, num_neg, max_len)
+        if counts is None:  # a short batch: fewer free slots than negatives
+            free = int(np.maximum(max_len - np.minimum(pos_len, max_len), 0).sum())
+            n_hard = 0 if hard is None else len(hard)
+            if free < n_hard or free == 0:
                 raise ConfigError(
-                    f"negative_sampler: a row with {longest} positives needs at least "
-                    f"{2 * longest} candidate items, but '{cand['name']}' keeps only "
-                    f"sequence_length {max_len}; truncation would drop positives"
+                    f"{self.name}: {num_neg} sampled negatives ({n_hard} hard) do not fit in "
+                    f"the {free} free candidate slots of this batch ('{cand['name']}' "
+                    f"sequence_length {max_len}, {len(pos_len)} rows); raise sequence_length"
                 )
-            if per_pos > fit:
-                if not self._warned:
-                    logger.warning(
-                        "negative_sampler: %d negatives per positive would not fit "
-                        "sequence_length %d of '%s' (a small batch spreads num_sample %d "
-                        "over %d positives); using %d",
-                        per_pos,
-                        max_len,
-                        cand["name"],
-                        sampler.num_sample,
-                        num_pos,
-                        fit,
-                    )
-                    self._warned = True
-                per_pos = fit
-        sampled = sampler.get(inputs, num_sample=num_pos * per_pos, exact=True)
-        sampled.pop(HARD_NEG_INDICES, None)
+            keep = np.r_[np.arange(free - n_hard), np.arange(num_neg - n_hard, num_neg)]
+            if not self._warned:
+                logger.warning(
+                    "%s: a batch of %d rows has %d free slots in '%s' (sequence_length %d) "
+                    "for %d negatives; it uses %d simple negatives",
+                    self.name,
+                    len(pos_len),
+                    free,
+                    cand["name"],
+                    max_len,
+                    num_neg,
+                    free - n_hard,
+                )
+                self._warned = True
+            sampled = {k: v.take(pa.array(keep)) for k, v in sampled.items()}
+            counts = deal_negatives(pos_len, free, max_len)
         for attr in cand["attrs"]:
             if attr not in sampled:
                 continue
-            pos = (
-                pos_lists
-                if attr == sampler.item_id_field
-                else au.to_list_array(columns[attr], cand["delim"])
+            columns[attr] = append_shared_negatives(
+                columns[attr], sampled[attr], counts, cand["delim"], max_len
             )
-            columns[attr] = combine_neg_as_candidate_sequence(
-                pos, sampled[attr], per_pos, cand["delim"]
-            )
+        infos = {CAND_POS_LENGTHS: torch.from_numpy(np.asarray(pos_len, dtype=np.int64))}
+        if hard is not None:
+            infos[HARD_NEG_INDICES] = torch.from_numpy(np.asarray(hard, dtype=np.int64))
+        return infos
 
 
 def build_negative_join(
@@ -194,7 +243,7 @@ def build_negative_join(
     if user_field:
         columns.append(user_field)
     columns += [a for a in cfg.attr_fields if a in names and a not in columns]
-    return NegativeJoin(sampler, columns, candidate)
+    return NegativeJoin(sampler, columns, candidate, name)
 
 
 def check_negative_features(features: list[BaseFeature], data_config: Any, name: str) -> None:
