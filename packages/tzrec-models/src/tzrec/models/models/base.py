@@ -27,6 +27,14 @@ def metric_key(display: str) -> str:
     return display.replace(".", "_").replace("@", "_at_")
 
 
+def in_serving_view(module: nn.Module) -> bool:
+    """Whether ``module`` and every submodule with a serving view have it switched on.
+
+    :meth:`BaseModel.set_is_inference` switches them; exporters call this before wrapping.
+    """
+    return all(m._is_inference for m in module.modules() if hasattr(m, "_is_inference"))
+
+
 class BaseModel(nn.Module):
     """Shared plumbing: config, features, labels, losses and metrics.
 
@@ -122,6 +130,46 @@ class BaseModel(nn.Module):
     def is_inference(self) -> bool:
         """Whether the export/serving view is active."""
         return self._is_inference
+
+    @classmethod
+    def export_contract_error(cls) -> str | None:
+        """Why models of this class cannot be exported, or None when they can.
+
+        Exportable models implement ``dense_forward(grouped)`` next to an ``embedding_group``
+        (``predict`` = ``dense_forward(embedding_group(batch))``), or ``export_towers()``.
+        ``tzrec run`` checks this before training; ``tzrec export`` refuses in one line.
+        """
+        if cls.dense_forward is not BaseModel.dense_forward:
+            return None
+        if cls.export_towers is not BaseModel.export_towers:
+            return None
+        return f"{cls.__name__} implements neither dense_forward(grouped) nor export_towers()"
+
+    # -- public accessors (what plugins use; see tzrec.models.plugin_api) -------------------
+
+    @property
+    def model_config(self) -> Any:
+        """This model's own config: the ``ModelConfig`` oneof member or plugin extension."""
+        return self._model_config
+
+    @property
+    def base_model_config(self) -> model_pb2.ModelConfig:
+        """The whole ``ModelConfig`` (feature groups, losses, metrics, ...)."""
+        return self._base_model_config
+
+    @property
+    def features(self) -> list[BaseFeature]:
+        """The features the model was built with (as resolved from the config)."""
+        return self._features
+
+    @property
+    def labels(self) -> list[str]:
+        """Label field names (``data_config.label_fields``)."""
+        return self._labels
+
+    def group(self, name: str) -> model_pb2.FeatureGroupConfig:
+        """The feature group named ``name``; a one-line ConfigError naming the groups if absent."""
+        return self._group(name)
 
     # -- helpers ---------------------------------------------------------------------------
 
