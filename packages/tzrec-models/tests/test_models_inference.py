@@ -198,3 +198,34 @@ def test_serving_pools_a_sequence_id_feature_in_a_deep_group_like_training(tmp_p
     out = assert_parity(eg, ds.features, groups, next(iter(ds)))
     assert out["deep"].shape == (5, 4 + 2 + 1 + 6)
     assert out["deep"][1, 4:6].abs().sum() == 0  # an empty history pools to zeros
+
+
+def test_fp16_tables_store_half_precision_and_serve_like_training(tmp_path):
+    text = CONFIG.replace(
+        'embedding_name: "item_emb" } }', 'embedding_name: "item_emb" data_type: "FP16" } }'
+    )
+    config, ds = dataset(tmp_path, text)
+    groups = list(config.model_config.feature_groups)
+    eg = EmbeddingGroup(ds.features, groups)
+    weights = InferenceEmbeddingGroup.tables_of(eg)
+    assert weights["item_emb"].dtype == torch.float16
+    assert weights["user_id_emb"].dtype == torch.float32
+    out = assert_parity(eg, ds.features, groups, next(iter(ds)))
+    assert out["deep"].dtype == torch.float32
+    # the looked-up values are the stored half-precision rows
+    row = weights["item_emb"][5].float()
+    torch.testing.assert_close(out["deep"][0, 7:13], row)
+
+
+@pytest.mark.parametrize("data_type", ["BF16", "INT8"])
+def test_unsupported_table_data_types_are_one_line(tmp_path, data_type):
+    text = CONFIG.replace(
+        'feature_name: "user_id" num_buckets: 50',
+        f'feature_name: "user_id" num_buckets: 50 data_type: "{data_type}"',
+    )
+    config, ds = dataset(tmp_path, text)
+    with pytest.raises(
+        ConfigError,
+        match=f"feature 'user_id': data_type {data_type} is not supported; use one of FP32, FP16",
+    ):
+        GroupLayout(ds.features, config.model_config.feature_groups)

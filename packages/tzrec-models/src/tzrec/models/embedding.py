@@ -28,12 +28,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torchrec import (
+    DataType,
     EmbeddingBagCollection,
     EmbeddingBagConfig,
     EmbeddingCollection,
     EmbeddingConfig,
     JaggedTensor,
     KeyedJaggedTensor,
+    KeyedTensor,
     PoolingType,
 )
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
@@ -65,12 +67,24 @@ __all__ = [
 ]
 
 
+_DATA_TYPES = {"FP32": DataType.FP32, "FP16": DataType.FP16}
+
+
 def _pooling(name: str) -> PoolingType:
     return PoolingType.MEAN if name.upper() == "MEAN" else PoolingType.SUM
 
 
 def _unique(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
+
+
+def _float32(value: torch.Tensor | JaggedTensor) -> torch.Tensor | JaggedTensor:
+    """FP16-stored tables look up in float32 (upstream's tables output FP32)."""
+    if isinstance(value, JaggedTensor):
+        if value.values().dtype == torch.float32:
+            return value
+        return JaggedTensor(values=value.values().float(), lengths=value.lengths())
+    return value if value.dtype == torch.float32 else value.float()
 
 
 class _KeyMap:
@@ -98,9 +112,11 @@ class _KeyMap:
     def __call__(self, collection: nn.Module, kjt: KeyedJaggedTensor) -> dict:
         """Run ``collection`` on ``kjt``; its lookups by layout lookup key."""
         got = collection(_select(kjt, self.keys))
-        if not isinstance(got, dict):
+        if not isinstance(got, (dict, KeyedTensor)) and hasattr(got, "wait"):
+            got = got.wait()  # a sharded collection's LazyAwaitable
+        if isinstance(got, KeyedTensor):
             got = got.to_dict()
-        return {key: got[out] for out, key in self.out_keys}
+        return {key: _float32(got[out]) for out, key in self.out_keys}
 
 
 def _select(kjt: KeyedJaggedTensor, keys: list[str]) -> KeyedJaggedTensor:
@@ -122,6 +138,7 @@ def _bag_collection(tables: list[Table]) -> EmbeddingBagCollection:
                 num_embeddings=t.num_embeddings,
                 feature_names=[f.name for f in t.features],
                 pooling=_pooling(t.pooling),
+                data_type=_DATA_TYPES[t.data_type],
             )
             for t in tables
         ],
@@ -138,6 +155,7 @@ def _collection(tables: list[Table]) -> EmbeddingCollection:
                 embedding_dim=t.dim,
                 num_embeddings=t.num_embeddings,
                 feature_names=[f.name for f in t.features],
+                data_type=_DATA_TYPES[t.data_type],
             )
             for t in tables
         ]

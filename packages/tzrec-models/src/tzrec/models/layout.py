@@ -107,6 +107,26 @@ def sequence_groups(
     return out
 
 
+#: embedding storage types tzrec trains (upstream's feature.py accepts the same two)
+DATA_TYPES = ("FP32", "FP16")
+
+
+def storage_type(feature: BaseFeature) -> str:
+    """A feature's table ``data_type`` (``FP32`` unless set).
+
+    Raises:
+        ConfigError: a type other than FP32/FP16 (upstream refuses them too; torchrec's
+            unsharded tables would silently store BF16 as FP16).
+    """
+    data_type = (getattr(feature.config, "data_type", "") or "FP32").upper()
+    if data_type not in DATA_TYPES:
+        raise ConfigError(
+            f"feature '{feature.name}': data_type {data_type} is not supported; "
+            f"use one of {', '.join(DATA_TYPES)}"
+        )
+    return data_type
+
+
 def feature_width(feature: BaseFeature) -> int:
     """Width of one feature in a group output: ``embedding_dim`` for ids, else ``value_dim``."""
     return feature.embedding_dim if feature.is_sparse else feature.value_dim
@@ -130,6 +150,8 @@ class Table:
     #: looked up per item (some sequence position reads it), else pooled
     sequence: bool = False
     wide: bool = False
+    #: storage precision (the features' ``data_type``): ``FP32`` or ``FP16``
+    data_type: str = "FP32"
 
 
 @dataclass
@@ -395,10 +417,17 @@ class GroupLayout:
         if suffix:
             name = f"{name}_{suffix}"
         dim = self.wide_dim if wide else f.embedding_dim
+        data_type = storage_type(f)
         table = self.tables.get(name)
         if table is None:
             table = self.tables[name] = Table(
-                name, dim, f.num_embeddings, f.pooling, data_group, wide=wide
+                name, dim, f.num_embeddings, f.pooling, data_group, wide=wide, data_type=data_type
+            )
+        elif table.data_type != data_type:
+            first = table.features[0].name
+            raise ConfigError(
+                f"embedding '{name}' is shared by '{first}' (data_type {table.data_type}) and "
+                f"'{f.name}' (data_type {data_type}); shared tables need one data_type"
             )
         elif table.dim != dim:
             first = table.features[0].name

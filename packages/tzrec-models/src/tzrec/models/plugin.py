@@ -84,6 +84,9 @@ SUPPORTED_FIELDS = (
     "SeqGroupConfig.group_name",
     "SeqGroupConfig.feature_names",
     "SeqGroupConfig.embedding_name_suffix",
+    # embedding tables (tzrec.models.layout): storage precision FP32/FP16, others refused
+    "IdFeature.data_type",
+    "RawFeature.data_type",
     # modules
     "MLP.hidden_units>0",
     "MLP.dropout_ratio",
