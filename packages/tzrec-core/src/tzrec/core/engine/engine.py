@@ -25,6 +25,7 @@ from tzrec.core.engine import guards
 from tzrec.core.engine.distributed import capture_rng
 from tzrec.core.engine.optim import clip_gradients, gradient_clipping_kwargs
 from tzrec.core.engine.summary import ProgressReporter
+from tzrec.core.errors import ConfigError
 from tzrec.protos import pipeline_pb2
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,38 @@ def lockstep(batches: Any, what: str) -> Iterator[Any]:
         yield batch
 
 
+def autocast_dtype(tc: Any) -> torch.dtype | None:
+    """The autocast dtype of ``train_config.mixed_precision`` (None when unset).
+
+    ``BF16`` runs forward under ``torch.autocast`` (CPU and CUDA; bfloat16 has float32's
+    range, so no loss scaling). ``FP16`` is refused: it needs loss scaling, and the fused
+    embedding optimizers apply gradients inside backward, before a scaler could unscale
+    them, so the tables would train with a learning rate times the scale.
+    """
+    value = tc.mixed_precision.strip().upper()
+    if not value:
+        if tc.HasField("grad_scaler"):
+            raise ConfigError(
+                "train_config.grad_scaler: only used with mixed_precision FP16, which tzrec "
+                "does not support; remove it"
+            )
+        return None
+    if value == "BF16":
+        if tc.HasField("grad_scaler"):
+            raise ConfigError(
+                "train_config.grad_scaler: BF16 needs no loss scaling; remove grad_scaler"
+            )
+        return torch.bfloat16
+    if value == "FP16":
+        raise ConfigError(
+            "train_config.mixed_precision FP16: not supported (loss scaling cannot reach the "
+            "fused embedding optimizers, which update inside backward); use BF16"
+        )
+    raise ConfigError(
+        f"train_config.mixed_precision: expected BF16 or FP16, got {tc.mixed_precision!r}"
+    )
+
+
 def _all_ranks_true(flag: bool, like: torch.Tensor) -> bool:
     """True when ``flag`` holds on every rank (ranks must skip a step together)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -170,6 +203,11 @@ class Engine:
             wrapper, device=device, plan=sharding_plan(wrapper, device)
         )
         self.label_domains = guards.label_domains(model)
+        #: ``train_config.mixed_precision``: the autocast dtype, or None for full precision
+        self.autocast_dtype = autocast_dtype(tc)
+        #: ``train_config.gradient_accumulation_steps`` (0 and 1: step every batch)
+        self.accumulation_steps = max(int(tc.gradient_accumulation_steps), 1)
+        self._micro_steps = 0
         #: False when the last :meth:`train_step` had a non-finite loss and changed nothing
         self.last_step_applied = True
         self.optimizer: Any = None
@@ -190,20 +228,28 @@ class Engine:
         """Forward, backward, clip and step; returns the batch's losses as floats.
 
         A non-finite loss (on any rank) is not backpropagated: nothing changes, and
-        :attr:`last_step_applied` is False.
+        :attr:`last_step_applied` is False. With ``gradient_accumulation_steps`` N > 1 the
+        loss is divided by N and the dense optimizer steps (and gradients are clipped and
+        zeroed) every N-th batch; the fused embedding optimizers apply each batch's 1/N share
+        in backward (as upstream).
         """
         self.dmp.train()
         batch = batch.to(self.device)
-        self.optimizer.zero_grad()
-        loss, (losses, _, _) = self.dmp(batch)
+        n = self.accumulation_steps
+        if self._micro_steps % n == 0:
+            self.optimizer.zero_grad()
+        with self._autocast():
+            loss, (losses, _, _) = self.dmp(batch)
         self.last_step_applied = _all_ranks_true(bool(torch.isfinite(loss.detach())), loss)
         if not self.last_step_applied:
             return {k: float(v) for k, v in losses.items()}
-        loss.backward()
-        if self.clip_config is not None:
-            params = [p for p in self.dmp.parameters() if p.grad is not None]
-            clip_gradients(params, self.clip_config)
-        self.optimizer.step()
+        (loss / n if n > 1 else loss).backward()
+        self._micro_steps += 1
+        if self._micro_steps % n == 0:
+            if self.clip_config is not None:
+                params = [p for p in self.dmp.parameters() if p.grad is not None]
+                clip_gradients(params, self.clip_config)
+            self.optimizer.step()
         for sched in self.schedulers:
             if not getattr(sched, "by_epoch", False):
                 sched.step()
@@ -228,7 +274,11 @@ class Engine:
         with torch.no_grad():
             for batch in lockstep(dataloader, "evaluation"):
                 guards.check_labels(batch, self.label_domains, where)
-                _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
+                with self._autocast():
+                    _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
+                predictions = {
+                    k: v.float() if v.is_floating_point() else v for k, v in predictions.items()
+                }
                 self.model.update_metric(predictions, batch)
                 steps += 1
                 progress.update(steps, losses)
@@ -236,6 +286,13 @@ class Engine:
                     break
         progress.close()
         return self.model.compute_metric()
+
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
 
     # -- schedules -----------------------------------------------------------------------
 
@@ -272,6 +329,7 @@ class Engine:
         known = {k: int(v) for k, v in extra.items() if k in TrainState.__dataclass_fields__}
         state = TrainState(**known)
         self.set_schedule_step(state.global_step, state.epoch)
+        self._micro_steps = state.global_step  # accumulation windows stay aligned
         logger.info("restored %s", path)
         return state
 

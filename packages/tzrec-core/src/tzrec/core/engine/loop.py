@@ -190,6 +190,14 @@ def _train(
     save_steps = int(tc.save_checkpoints_steps)
     save_epochs = int(tc.save_checkpoints_epochs)
     log_steps = max(int(tc.log_step_count_steps), 1)
+    accumulate = engine.accumulation_steps
+    if accumulate > 1 and (save_steps % accumulate or save_epochs):
+        logger.warning(
+            "train_config.gradient_accumulation_steps %d: a checkpoint saved inside an "
+            "accumulation window drops that window's gradients; use save_checkpoints_steps "
+            "that are multiples of it for exact resumes",
+            accumulate,
+        )
     summary = Summary(model_dir, enabled=is_rank_zero() and tc.use_tensorboard)
     result_file = model_dir / TRAIN_EVAL_RESULT_FILENAME
     eval_steps = int(config.eval_config.num_steps)
