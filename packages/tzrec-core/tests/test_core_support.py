@@ -354,16 +354,16 @@ def test_cli_flag_allows_unsupported_fields_and_refuses_a_zero_batch_size(tmp_pa
     path = tmp_path / "p.config"
     path.write_text(
         'train_input_path: "a" eval_input_path: "b" model_dir: "m"\n'
-        'train_config { mixed_precision: "BF16" }\n'
+        'train_config { is_profiling: true }\n'
     )
     assert main(["train", "--pipeline_config_path", str(path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"tzrec: error: {path}: train_config.mixed_precision: not supported by")
+    assert err.startswith(f"tzrec: error: {path}: train_config.is_profiling: not supported by")
     assert "\n" not in err
     flag = "--allow_unsupported_fields"
     assert main(["train", "--pipeline_config_path", str(path), flag]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert "train_config.mixed_precision: not supported by" in err[0]  # the warning
+    assert "train_config.is_profiling: not supported by" in err[0]  # the warning
     assert err[-1].startswith(f"tzrec: error: {path}: model_config sets no model")
     with pytest.raises(SystemExit) as exit_:
         main(["predict", "--batch_size", "0", "--checkpoint_path", str(tmp_path)])

@@ -25,6 +25,9 @@ SUPPORTED_FIELDS = (
     "TrainConfig.save_checkpoints_epochs",
     "TrainConfig.keep_checkpoint_max",
     "TrainConfig.fine_tune_checkpoint",
+    "TrainConfig.fine_tune_ckpt_param_map",
+    "TrainConfig.gradient_accumulation_steps",
+    "TrainConfig.mixed_precision",  # BF16; the engine refuses FP16 in one line
     "TrainConfig.log_step_count_steps>0",
     "TrainConfig.use_tensorboard",
     "TrainConfig.grad_clipping",
