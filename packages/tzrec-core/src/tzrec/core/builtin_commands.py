@@ -192,12 +192,20 @@ class RunCommand(Command):
             args.pipeline_config_path = str(examples[args.example].load()(work_dir))
             print(f"tzrec run: pipeline config {args.pipeline_config_path}")
         config = load_for_command(args)
-        resolve_model(config)
+        name, model_cls = resolve_model(config)
         exporters = plugins.get_plugin_manager().registry("exporters")
         if "default" not in exporters:
             raise PluginError(
                 "tzrec run exports the trained model but no exporter is installed: "
                 "pip install tzrec-export"
+            )
+        contract = getattr(model_cls, "export_contract_error", None)
+        reason = contract() if callable(contract) else None
+        if reason:
+            raise PluginError(
+                f"tzrec run exports the trained model, but model '{name}' cannot be exported: "
+                f"{reason}; use tzrec train, or implement the export contract "
+                "(docs/plugins.md)"
             )
         result = _train(config, args)
         _print_train_result(result)
