@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -104,15 +105,77 @@ print(name, cls.__module__, cls.__name__, ext.hidden_units, ext.scale)
     assert out == ["toy_model", "tzrec_plugin_example.model", "ToyModel", "4", "2.5"]
 
 
-def test_tzrec_train_trains_the_plugin_model(plugin_site, tmp_path):
+def test_tzrec_run_trains_exports_and_serves_the_plugin_model(plugin_site, tmp_path):
     config = write_config(tmp_path)
+    env = plugin_env(plugin_site)
     proc = run(
-        [sys.executable, "-m", "tzrec.core.cli", "train", "--pipeline_config_path", str(config)],
-        env=plugin_env(plugin_site),
+        [sys.executable, "-m", "tzrec.core.cli", "run", "--pipeline_config_path", str(config)],
+        env=env,
     )
     assert "tzrec train: eval auc=" in proc.stdout
     last = json.loads((tmp_path / "model" / "train_eval_result.txt").read_text().splitlines()[-1])
     assert last["auc"] > 0.9  # the plugin's model learned who clicks
+    export = tmp_path / "model" / "export"
+    assert f"tzrec run: exported to {export}" in proc.stdout
+    meta = json.loads((export / "model_meta.json").read_text())
+    assert {"logits", "probs"} <= set(meta["outputs"])
+    assert meta["parity_max_abs_diff"] <= 1e-5
+    out = tmp_path / "pred.parquet"
+    run(
+        [
+            sys.executable,
+            "-m",
+            "tzrec.core.cli",
+            "predict",
+            "--scripted_model_path",
+            str(export),
+            "--predict_input_path",
+            str(tmp_path / "train.parquet"),
+            "--predict_output_path",
+            str(out),
+            "--reserved_columns",
+            "user_id",
+        ],
+        env=env,
+    )
+    import pyarrow.parquet as pq
+
+    pred = pq.read_table(out).to_pydict()
+    assert len(pred["probs"]) == 200
+    clicked = [p for p, u in zip(pred["probs"], pred["user_id"], strict=True) if u < 5]
+    others = [p for p, u in zip(pred["probs"], pred["user_id"], strict=True) if u >= 5]
+    assert min(clicked) > max(others)  # the served model ranks clickers first
+
+
+def test_an_undeclared_field_of_the_plugin_message_is_refused(plugin_site, tmp_path):
+    config = write_config(tmp_path)
+    text = config.read_text().replace("scale: 2.5", "scale: 2.5 not_read: 1")
+    config.write_text(text)
+    proc = run(
+        [sys.executable, "-m", "tzrec.core.cli", "train", "--pipeline_config_path", str(config)],
+        check=False,
+        env=plugin_env(plugin_site),
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"tzrec: error: {config}: model_config.[tzrec_plugin_example.toy_model].not_read: "
+        "not supported by tzrec-plugin-example 0.3.0; remove it, or pass "
+        "--allow_unsupported_fields (or set TZREC_ALLOW_UNSUPPORTED_FIELDS=1) to run without it"
+    )
+
+
+def test_the_fixture_uses_only_the_public_plugin_api():
+    src = FIXTURES / "tzrec-plugin-example" / "src" / "tzrec_plugin_example"
+    for path in src.glob("*.py"):
+        text = path.read_text()
+        tzrec_imports = [
+            line.split()[1]
+            for line in text.splitlines()
+            if line.startswith(("from tzrec.", "import tzrec."))
+        ]
+        assert set(tzrec_imports) <= {"tzrec.models.plugin_api"}, path
+        private = re.findall(r"\.(_[a-z]\w*)", text)
+        assert private == [], (path, private)  # no private member of tzrec's classes
 
 
 def test_config_using_the_plugin_without_it_says_what_is_missing(plugin_site, tmp_path):

@@ -190,3 +190,72 @@ def test_plugin_extension_message_resolves_like_a_oneof_member():
     config = parse_pipeline_config(text)
     name, cls = resolve_model(config)
     assert (name, cls) == ("toy_model", ToyModel)
+
+
+def _spec_plugin():
+    """A plugin defining its own ``register_widgets`` hook through ``HOOKSPECS``."""
+    from tzrec.core.hookspecs import hookspec
+
+    module = types.ModuleType("widget_specs")
+
+    class HOOKSPECS:  # noqa: N801
+        @staticmethod
+        @hookspec
+        def register_widgets(register):
+            """Widgets by name."""
+
+    module.HOOKSPECS = HOOKSPECS
+    return module
+
+
+def test_a_plugin_defines_its_own_hook_and_others_implement_it():
+    manager = plugins.get_plugin_manager()
+    # the implementing plugin may load before the one defining the hook
+    manager.add_plugin(make_plugin(widgets={"gear": ToyModel}), "widget-impl", "dist-impl")
+    assert "widgets" not in manager.kinds
+    manager.add_plugin(_spec_plugin(), "widget-specs", "dist-specs", "1.0")
+    try:
+        assert "widgets" in manager.kinds
+        assert manager.get("widgets", "gear") is ToyModel
+        with pytest.raises(PluginError, match="no installed plugin provides widget 'cog'"):
+            manager.get("widgets", "cog")
+        row = {r["name"]: r for r in manager.describe()}["widget-impl"]
+        assert row["registers"] == {"widgets": ["gear"]}
+    finally:
+        manager.remove_plugin("widget-impl")
+        manager.remove_plugin("widget-specs")
+
+
+def test_hstu_only_hooks_are_defined_by_tzrec_hstu():
+    from tzrec.core import hookspecs
+
+    assert not hasattr(hookspecs, "register_input_preprocessors")
+    assert not hasattr(hookspecs, "register_output_postprocessors")
+    manager = plugins.load_plugins()
+    assert {"input_preprocessors", "output_postprocessors"} <= set(manager.kinds)
+    reg = manager.registry("input_preprocessors")["uih_preprocessor"]
+    assert reg.distribution == "tzrec-hstu"
+
+
+def test_without_tzrec_hstu_its_hooks_are_not_registry_kinds(monkeypatch):
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "models")
+    manager = plugins.load_plugins()
+    assert "input_preprocessors" not in manager.kinds
+    with pytest.raises(ValueError, match="unknown registry kind 'input_preprocessors'"):
+        manager.registry("input_preprocessors")
+
+
+def test_invalid_hook_specs_name_the_plugin():
+    from tzrec.core.hookspecs import hookspec
+
+    module = types.ModuleType("bad_specs")
+
+    class HOOKSPECS:  # noqa: N801
+        @staticmethod
+        @hookspec(firstresult=True)
+        def register_models(register):
+            """Clashes with tzrec-core's own register_models spec."""
+
+    module.HOOKSPECS = HOOKSPECS
+    with pytest.raises(PluginError, match="plugin 'bad' from bad-dist defines invalid hook specs"):
+        plugins.get_plugin_manager().add_plugin(module, "bad", "bad-dist")

@@ -9,6 +9,10 @@ keeps ``tzrec plugins`` and ``--help`` fast.
 
 A plugin is a module with functions decorated by :data:`hookimpl` and is found through the
 ``tzrec`` entry-point group (``[project.entry-points.tzrec] my_plugin = "my_pkg.plugin"``).
+Hooks that only matter to one plugin's family live in that plugin: its module exposes
+``HOOKSPECS`` (a class of :data:`hookspec` functions) and tzrec adds them with pluggy's
+``add_hookspecs`` -- tzrec-hstu defines ``register_input_preprocessors`` and
+``register_output_postprocessors`` that way.
 """
 
 from collections.abc import Callable
@@ -50,22 +54,6 @@ def register_datasets(register: Register) -> None:
     ``obj`` is an iterable dataset class constructed as ``cls(data_config, features,
     input_path, mode="train"|"eval"|"predict", reserved_columns=None, on_bad_row=None,
     rank=None, world_size=None, batch_size=None, seed=0)`` yielding ``tzrec.data.Batch``.
-    """
-
-
-@hookspec
-def register_input_preprocessors(register: Register) -> None:
-    """Register generative-model input preprocessors by oneof name (``uih_preprocessor``).
-
-    ``obj`` is a ``torch.nn.Module`` subclass constructed from its config message.
-    """
-
-
-@hookspec
-def register_output_postprocessors(register: Register) -> None:
-    """Register output postprocessors by oneof name (``l2norm_postprocessor``).
-
-    ``obj`` is a ``torch.nn.Module`` subclass constructed from its config message.
     """
 
 

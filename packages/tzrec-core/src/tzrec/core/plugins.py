@@ -25,14 +25,17 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "tzrec"
 LOAD_PLUGINS_ENV = "TZREC_LOAD_PLUGINS"
 CORE_DISTRIBUTION = "tzrec-core"
+#: A plugin module's attribute holding hook specs it defines (a class or module of
+#: ``@hookspec`` functions); each ``register_<kind>`` spec there adds a registry kind.
+HOOKSPECS_ATTR = "HOOKSPECS"
 
-#: Registry kinds, one per ``register_<kind>`` hook, in display order.
+#: Registry kinds of tzrec-core's own hooks, one per ``register_<kind>`` hook, in display
+#: order. Plugins add kinds of their own through ``HOOKSPECS`` (tzrec-hstu:
+#: ``input_preprocessors``, ``output_postprocessors``).
 KINDS: tuple[str, ...] = (
     "models",
     "samplers",
     "datasets",
-    "input_preprocessors",
-    "output_postprocessors",
     "sequence_encoders",
     "losses",
     "metrics",
@@ -46,8 +49,6 @@ _NOUN = {
     "models": "model",
     "samplers": "sampler",
     "datasets": "dataset",
-    "input_preprocessors": "input preprocessor",
-    "output_postprocessors": "output postprocessor",
     "sequence_encoders": "sequence encoder",
     "losses": "loss",
     "metrics": "metric",
@@ -82,7 +83,7 @@ class Registration:
                     obj = getattr(obj, part)
             except (ImportError, AttributeError) as e:
                 raise PluginError(
-                    f"{_NOUN[self.kind]} '{self.name}' from {self.distribution} points to "
+                    f"{_noun(self.kind)} '{self.name}' from {self.distribution} points to "
                     f"'{target}', which cannot be loaded: {type(e).__name__}: {e}"
                 ) from e
             target = obj
@@ -106,6 +107,7 @@ class PluginManager:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
+        self._kinds: list[str] = list(KINDS)
         self._infos: dict[str, PluginInfo] = {}
         self._registry: dict[str, dict[str, Registration]] | None = None
         self._entry_points_loaded = False
@@ -128,9 +130,32 @@ class PluginManager:
                 f"plugin name '{name}' is used by both {other.distribution} and "
                 f"{distribution}; uninstall one of them"
             )
+        specs = getattr(module, HOOKSPECS_ATTR, None)
+        if specs is not None:
+            self._add_hookspecs(specs, name, distribution)
         self.pm.register(module, name=name)
         self._infos[name] = PluginInfo(name, distribution, version, module)
         self._registry = None
+
+    def _add_hookspecs(self, specs: Any, name: str, distribution: str) -> None:
+        """Add a plugin's own hook specs (``add_hookspecs``); ``register_<kind>`` adds a kind."""
+        try:
+            self.pm.add_hookspecs(specs)
+        except Exception as e:
+            raise PluginError(
+                f"plugin '{name}' from {distribution} defines invalid hook specs "
+                f"({HOOKSPECS_ATTR}): {type(e).__name__}: {e}"
+            ) from e
+        for attr in dir(specs):
+            kind = attr.removeprefix("register_")
+            if kind != attr and kind not in self._kinds and hasattr(self.pm.hook, attr):
+                self._kinds.append(kind)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Registry kinds: tzrec-core's plus those loaded plugins define (loads plugins)."""
+        self.load_entry_points()
+        return tuple(self._kinds)
 
     def remove_plugin(self, name: str) -> None:
         """Unregister a plugin added with :meth:`add_plugin` (mainly for tests)."""
@@ -178,16 +203,16 @@ class PluginManager:
 
     def registry(self, kind: str) -> dict[str, Registration]:
         """All registrations of one kind, by name (loads entry points on first use)."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
         self.load_entry_points()
-        if self._registry is None:
+        if kind not in self._kinds:
+            raise ValueError(f"unknown registry kind {kind!r}; expected one of {self._kinds}")
+        if self._registry is None or kind not in self._registry:
             self._registry = self._collect()
         return self._registry[kind]
 
     def _collect(self) -> dict[str, dict[str, Registration]]:
-        registry: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
-        for kind in KINDS:
+        registry: dict[str, dict[str, Registration]] = {kind: {} for kind in self._kinds}
+        for kind in self._kinds:
             caller = getattr(self.pm.hook, f"register_{kind}")
             # Call each implementation on its own so every name is attributed to the
             # distribution that registered it (needed for clear duplicate errors).
@@ -213,12 +238,12 @@ class PluginManager:
             if not isinstance(name, str) or not name:
                 raise PluginError(
                     f"plugin '{info.name}' from {info.distribution} registered a "
-                    f"{_NOUN[kind]} with an invalid name {name!r}"
+                    f"{_noun(kind)} with an invalid name {name!r}"
                 )
             if name in table:
                 other = table[name]
                 raise PluginError(
-                    f"{_NOUN[kind]} '{name}' is registered by both {other.distribution} "
+                    f"{_noun(kind)} '{name}' is registered by both {other.distribution} "
                     f"(plugin '{other.plugin}') and {info.distribution} (plugin "
                     f"'{info.name}'); uninstall one or restrict {LOAD_PLUGINS_ENV}"
                 )
@@ -235,7 +260,7 @@ class PluginManager:
         table = self.registry(kind)
         if name in table:
             return table[name].load()
-        noun = _NOUN[kind]
+        noun = _noun(kind)
         if provided_by:
             installed_version = _installed_version(provided_by)
             if installed_version is None:
@@ -289,14 +314,14 @@ class PluginManager:
         """Installed plugins, their versions and what each registers (``tzrec plugins``)."""
         self.load_entry_points()
         by_plugin: dict[str, dict[str, list[str]]] = {name: {} for name in self._infos}
-        for kind in KINDS:
+        for kind in self._kinds:
             for name, reg in self.registry(kind).items():
                 by_plugin[reg.plugin].setdefault(kind, []).append(name)
         rows = []
         for info in self._infos.values():
             hooks = sorted(
                 impl_name
-                for impl_name in (f"register_{k}" for k in KINDS)
+                for impl_name in (f"register_{k}" for k in self._kinds)
                 if any(
                     impl.plugin_name == info.name
                     for impl in getattr(self.pm.hook, impl_name).get_hookimpls()
@@ -312,6 +337,11 @@ class PluginManager:
                 }
             )
         return rows
+
+
+def _noun(kind: str) -> str:
+    """The singular noun of a registry kind for messages (``input_preprocessors`` -> ...)."""
+    return _NOUN.get(kind) or kind.removesuffix("s").replace("_", " ")
 
 
 def _installed_version(distribution: str) -> str | None:

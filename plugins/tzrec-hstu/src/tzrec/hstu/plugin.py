@@ -1,6 +1,29 @@
 """tzrec-hstu's plugin: HSTU models, preprocessors, postprocessors and the default example."""
 
-from tzrec.core.hookspecs import Declare, Register, hookimpl
+from tzrec.core.hookspecs import Declare, Register, hookimpl, hookspec
+
+
+class HOOKSPECS:  # noqa: N801 -- the attribute name tzrec's plugin manager looks for
+    """Hooks tzrec-hstu defines (added with pluggy ``add_hookspecs``): its two registries.
+
+    Another plugin can add preprocessors or postprocessors by implementing these hooks.
+    """
+
+    @staticmethod
+    @hookspec
+    def register_input_preprocessors(register: Register) -> None:
+        """Register generative-model input preprocessors by ``GRInputPreprocessor`` oneof name.
+
+        ``obj`` is a ``torch.nn.Module`` subclass built from its config message.
+        """
+
+    @staticmethod
+    @hookspec
+    def register_output_postprocessors(register: Register) -> None:
+        """Register output postprocessors by ``GROutputPostprocessor`` oneof name.
+
+        ``obj`` is a ``torch.nn.Module`` subclass built from its config message.
+        """
 
 
 @hookimpl

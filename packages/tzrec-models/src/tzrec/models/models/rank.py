@@ -30,6 +30,10 @@ class RankModel(BaseModel):
         self._init_losses(num_class=self._num_class)
         self._init_metrics(num_class=self._num_class)
 
+    def output(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The predictions of ``(B, num_class)`` logits: ``logits``, ``probs`` (and ``y``)."""
+        return self._output(logits)
+
     def _output(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._num_class == 1:
             logits = logits.squeeze(-1)
