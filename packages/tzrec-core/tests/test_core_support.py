@@ -354,7 +354,7 @@ def test_cli_flag_allows_unsupported_fields_and_refuses_a_zero_batch_size(tmp_pa
     path = tmp_path / "p.config"
     path.write_text(
         'train_input_path: "a" eval_input_path: "b" model_dir: "m"\n'
-        'train_config { is_profiling: true }\n'
+        "train_config { is_profiling: true }\n"
     )
     assert main(["train", "--pipeline_config_path", str(path)]) == 1
     err = capsys.readouterr().err.strip()
@@ -369,3 +369,26 @@ def test_cli_flag_allows_unsupported_fields_and_refuses_a_zero_batch_size(tmp_pa
         main(["predict", "--batch_size", "0", "--checkpoint_path", str(tmp_path)])
     assert exit_.value.code == 2
     assert "argument --batch_size: must be > 0, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "model_config.hstu_match.user_tower.hstu.stu.num_heads",
+        "model_config.hstu_match.user_tower.max_seq_len",
+        "model_config.hstu_match.user_tower.hstu.stu.embedding_dim",
+        "data_config.negative_sampler.num_sample",
+        "feature_configs[3].sequence_feature.sequence_length",
+        "feature_configs[0].id_feature.embedding_dim",
+    ],
+)
+def test_zero_sizes_of_the_hstu_example_are_refused_naming_the_field(edit, hstu_config_path):
+    from tzrec.core.config import edit_config, load_pipeline_config
+
+    source = str(hstu_config_path)
+    config = load_pipeline_config(source)
+    validate_pipeline_config(config, source)
+    edit_config(config, {edit: 0})
+    with pytest.raises(ConfigError) as err:
+        validate_pipeline_config(config, source)
+    assert str(err.value) == f"{source}: {edit}: must be > 0, got 0"
