@@ -392,3 +392,57 @@ def test_zero_sizes_of_the_hstu_example_are_refused_naming_the_field(edit, hstu_
     with pytest.raises(ConfigError) as err:
         validate_pipeline_config(config, source)
     assert str(err.value) == f"{source}: {edit}: must be > 0, got 0"
+
+
+def _extension_config():
+    """A config using a plugin extension of ModelConfig defined at runtime."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pool = descriptor_pool.Default()
+    name = "support_ext_test.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        fdp = descriptor_pb2.FileDescriptorProto(
+            name=name, package="support_ext_test", syntax="proto2"
+        )
+        fdp.dependency.append("tzrec/protos/model.proto")
+        msg = fdp.message_type.add(name="ExtModel")
+        msg.field.add(name="width", number=1, type=13, label=1)  # optional uint32
+        msg.field.add(name="unread", number=2, type=13, label=1)
+        fdp.extension.add(
+            name="ext_model",
+            number=10078,
+            type=11,
+            label=1,
+            type_name=".support_ext_test.ExtModel",
+            extendee=".tzrec.protos.ModelConfig",
+        )
+        pool.Add(fdp)
+    message_factory.GetMessageClassesForFiles([name], pool)
+    return parse_pipeline_config(
+        "model_config { [support_ext_test.ext_model] { width: 0 unread: 3 } }"
+    )
+
+
+def test_plugin_extension_fields_are_walked_with_the_plugin_declarations():
+    config = _extension_config()
+    models = Provider("tzrec-models", "1")
+    base = [("EasyRecConfig.model_config", "models", models)]
+    undeclared = FieldSupport.from_declarations(base, [models])
+    (finding,) = walk_config(config, undeclared)
+    assert finding.path == "model_config.[support_ext_test.ext_model]"
+    assert "extension from proto package 'support_ext_test'" in finding.reason
+    ext = Provider("tzrec-ext", "2.0")
+    declared = FieldSupport.from_declarations(
+        [
+            *base,
+            ("support_ext_test.ext_model", "ext", ext),
+            ("support_ext_test.ExtModel.width>0", "ext", ext),
+        ],
+        [models, ext],
+    )
+    assert [str(f) for f in walk_config(config, declared)] == [
+        "model_config.[support_ext_test.ext_model].width: must be > 0, got 0",
+        "model_config.[support_ext_test.ext_model].unread: not supported by tzrec-ext 2.0",
+    ]
