@@ -39,6 +39,17 @@ from torchrec import (
     PoolingType,
 )
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
+from torchrec.modules.mc_embedding_modules import (
+    ManagedCollisionEmbeddingBagCollection,
+    ManagedCollisionEmbeddingCollection,
+)
+from torchrec.modules.mc_modules import (
+    DistanceLFU_EvictionPolicy,
+    LFU_EvictionPolicy,
+    LRU_EvictionPolicy,
+    ManagedCollisionCollection,
+    MCHManagedCollisionModule,
+)
 
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import BaseFeature, Batch
@@ -112,6 +123,8 @@ class _KeyMap:
     def __call__(self, collection: nn.Module, kjt: KeyedJaggedTensor) -> dict:
         """Run ``collection`` on ``kjt``; its lookups by layout lookup key."""
         got = collection(_select(kjt, self.keys))
+        if isinstance(got, tuple):  # managed-collision collections: (lookups, remapped)
+            got = got[0]
         if not isinstance(got, (dict, KeyedTensor)) and hasattr(got, "wait"):
             got = got.wait()  # a sharded collection's LazyAwaitable
         if isinstance(got, KeyedTensor):
@@ -162,16 +175,57 @@ def _collection(tables: list[Table]) -> EmbeddingCollection:
     )
 
 
+def _mch_module(table: Table) -> MCHManagedCollisionModule:
+    """The managed-collision module of one zch table, as upstream builds it."""
+    zch = table.zch
+    assert zch is not None
+    kind = zch.WhichOneof("eviction_policy")
+    if kind == "lfu":
+        policy = LFU_EvictionPolicy()
+    elif kind == "lru":
+        policy = LRU_EvictionPolicy(decay_exponent=zch.lru.decay_exponent)
+    else:
+        policy = DistanceLFU_EvictionPolicy(decay_exponent=zch.distance_lfu.decay_exponent)
+    return MCHManagedCollisionModule(
+        zch_size=int(zch.zch_size),
+        device=torch.device("cpu"),
+        eviction_policy=policy,
+        eviction_interval=int(zch.eviction_interval),
+    )
+
+
+def _mc_collection(tables: list[Table], pooled: bool) -> nn.Module:
+    """A managed-collision EmbeddingBagCollection (pooled) or EmbeddingCollection."""
+    inner = _bag_collection(tables) if pooled else _collection(tables)
+    configs = inner.embedding_bag_configs() if pooled else inner.embedding_configs()
+    mcc = ManagedCollisionCollection({t.name: _mch_module(t) for t in tables}, configs)
+    cls = ManagedCollisionEmbeddingBagCollection if pooled else ManagedCollisionEmbeddingCollection
+    return cls(inner, mcc, return_remapped_features=False)
+
+
+def mch_modules(embedding_group: EmbeddingGroup) -> dict[str, MCHManagedCollisionModule]:
+    """The managed-collision module of every zch table of an (unsharded) group, by table."""
+    out: dict[str, MCHManagedCollisionModule] = {}
+    for impl in embedding_group.impls.values():
+        colls = ([impl.mc_ebc] if impl.mc_ebc is not None else []) + list(impl.mc_ec.values())
+        for coll in colls:
+            out.update(coll._managed_collision_collection._managed_collision_modules.items())
+    return out
+
+
 class _DataGroupEmbedding(nn.Module):
     """The torchrec modules of one data group.
 
     ``ebc`` (pooled tables), ``wide_ebc`` (WIDE groups' narrow tables), ``weighted_ebc``
     (pooled tables a weighted feature reads: weighted sums) and ``ec`` (``dim<d>``: one
-    ``EmbeddingCollection`` per embedding dim).
+    ``EmbeddingCollection`` per embedding dim); zch tables in ``mc_ebc`` / ``mc_ec``
+    (torchrec managed-collision collections).
     """
 
     def __init__(self, tables: list[Table]) -> None:
         super().__init__()
+        mc = [t for t in tables if t.zch is not None]
+        tables = [t for t in tables if t.zch is None]
         weighted = [t for t in tables if not t.sequence and any(f.is_weighted for f in t.features)]
         bag = [t for t in tables if not t.sequence and not t.wide and t not in weighted]
         wide = [t for t in tables if t.wide and t not in weighted]
@@ -179,6 +233,11 @@ class _DataGroupEmbedding(nn.Module):
         for t in tables:
             if t.sequence:
                 by_dim[t.dim].append(t)
+        mc_bag = [t for t in mc if not t.sequence]
+        mc_by_dim: dict[int, list[Table]] = defaultdict(list)
+        for t in mc:
+            if t.sequence:
+                mc_by_dim[t.dim].append(t)
         self.ebc = _bag_collection(bag) if bag else None
         self.wide_ebc = _bag_collection(wide) if wide else None
         self.weighted_ebc = _bag_collection(weighted) if weighted else None
@@ -192,6 +251,16 @@ class _DataGroupEmbedding(nn.Module):
             self._maps["weighted_ebc"] = _KeyMap(weighted)
         for d, ts in sorted(by_dim.items()):
             self._maps[f"ec.dim{d}"] = _KeyMap(ts)
+        # zero-collision hashing: torchrec managed-collision collections (one MCH module
+        # per table remaps raw ids to its zch_size rows, evicting as its policy says)
+        self.mc_ebc = _mc_collection(mc_bag, pooled=True) if mc_bag else None
+        self.mc_ec = nn.ModuleDict(
+            {f"dim{d}": _mc_collection(ts, pooled=False) for d, ts in sorted(mc_by_dim.items())}
+        )
+        if mc_bag:
+            self._maps["mc_ebc"] = _KeyMap(mc_bag)
+        for d, ts in sorted(mc_by_dim.items()):
+            self._maps[f"mc_ec.dim{d}"] = _KeyMap(ts)
 
     def forward(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor | JaggedTensor]:
         """Pooled ``(B, D)`` and jagged lookups, by layout lookup key."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
-from tzrec.models.embedding import EmbeddingGroup
+from tzrec.models.embedding import EmbeddingGroup, mch_modules
 from tzrec.models.layout import (
     GroupLayout,
     group_features,
@@ -119,6 +119,8 @@ class InferenceEmbeddingGroup(nn.Module):
 
     __jit_ignored_attributes__ = ["input_features", "layout"]
     tables: Dict[str, torch.Tensor]
+    mc_sorted: Dict[str, torch.Tensor]
+    mc_rows: Dict[str, torch.Tensor]
     pooled: List[Tuple[str, str, str, int, bool]]
     jagged: List[Tuple[str, str, str]]
     dense: List[str]
@@ -131,6 +133,7 @@ class InferenceEmbeddingGroup(nn.Module):
         feature_groups: Sequence[model_pb2.FeatureGroupConfig],
         tables: Mapping[str, torch.Tensor],
         wide_embedding_dim: int = 4,
+        remaps: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self.layout = GroupLayout(features, feature_groups, wide_embedding_dim, serving_view=True)
@@ -148,6 +151,18 @@ class InferenceEmbeddingGroup(nn.Module):
         self.tables = {
             n: tables[n].detach().to(torch.float32).contiguous() for n in self.layout.tables
         }
+        # zch tables: ids remapped exactly as torchrec's MCH module remaps them (a raw id
+        # found in the sorted table gets its row, any other id the last row)
+        remaps = remaps or {}
+        zch = [n for n, t in self.layout.tables.items() if t.zch is not None]
+        lacking = [n for n in zch if n not in remaps]
+        if lacking:
+            raise ConfigError(
+                f"embedding '{lacking[0]}' uses zch but its managed-collision state was not "
+                "given (build the serving lookups with from_embedding_group)"
+            )
+        self.mc_sorted = {n: remaps[n][0].detach().to(torch.int64).contiguous() for n in zch}
+        self.mc_rows = {n: remaps[n][1].detach().to(torch.int64).contiguous() for n in zch}
         pooled: dict[str, tuple[str, str, str, int, bool]] = {}
         jagged: dict[str, tuple[str, str, str]] = {}
         dense: list[str] = []
@@ -196,7 +211,21 @@ class InferenceEmbeddingGroup(nn.Module):
             for coll in impl.ec.values():
                 for name, emb in coll.embeddings.items():
                     out[name] = emb.weight
+            if impl.mc_ebc is not None:
+                for name, bag in impl.mc_ebc._embedding_module.embedding_bags.items():
+                    out[name] = bag.weight
+            for coll in impl.mc_ec.values():
+                for name, emb in coll._embedding_module.embeddings.items():
+                    out[name] = emb.weight
         return out
+
+    @staticmethod
+    def remaps_of(embedding_group: EmbeddingGroup) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``(sorted raw ids, row of each)`` of every zch table's managed-collision module."""
+        return {
+            name: (m._mch_sorted_raw_ids, m._mch_remapped_ids_mapping)
+            for name, m in mch_modules(embedding_group).items()
+        }
 
     @classmethod
     def from_embedding_group(
@@ -211,11 +240,23 @@ class InferenceEmbeddingGroup(nn.Module):
             feature_groups,
             cls.tables_of(embedding_group),
             embedding_group.layout.wide_dim,
+            cls.remaps_of(embedding_group),
         )
 
     def input_names(self) -> list[str]:
         """The feature tensors ``forward`` reads."""
         return [n for f in self.input_features for n in feature_tensor_names(f)]
+
+    def _ids(self, values: torch.Tensor, table: str) -> torch.Tensor:
+        """Table rows of ``values``: the ids, or their zch remapping."""
+        ids = values.to(torch.int64)
+        if table not in self.mc_sorted:
+            return ids
+        sorted_raw = self.mc_sorted[table]
+        rows = self.mc_rows[table]
+        pos = torch.searchsorted(sorted_raw[:-1], ids)
+        found = sorted_raw[pos] == ids
+        return torch.where(found, rows[pos], torch.full_like(ids, rows.shape[0] - 1))
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Grouped embeddings, keyed like ``EmbeddingGroup``'s output."""
@@ -229,7 +270,7 @@ class InferenceEmbeddingGroup(nn.Module):
             if weighted:
                 weights = inputs[feature + ".weights"].to(torch.float32)
             out = F.embedding_bag(
-                values.to(torch.int64),
+                self._ids(values, name),
                 self.tables[name],
                 _offsets(lengths),
                 mode="mean" if mode == 1 else "sum",
@@ -238,7 +279,7 @@ class InferenceEmbeddingGroup(nn.Module):
             )
             emb[key] = out
         for key, feature, name in self.jagged:
-            seq[key] = F.embedding(inputs[feature + ".values"].to(torch.int64), self.tables[name])
+            seq[key] = F.embedding(self._ids(inputs[feature + ".values"], name), self.tables[name])
             seq_len[key] = inputs[feature + ".lengths"].to(torch.int64)
         for feature in self.dense:
             value = inputs[feature].to(torch.float32)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BASE_DATA_GROUP, BaseFeature
-from tzrec.protos import model_pb2, seq_encoder_pb2
+from tzrec.protos import feature_pb2, model_pb2, seq_encoder_pb2
 
 SEQUENCE_TYPES = (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE)
 WIDE_SUFFIX = "_wide"
@@ -127,6 +127,34 @@ def storage_type(feature: BaseFeature) -> str:
     return data_type
 
 
+ZCH_POLICIES = ("lfu", "lru", "distance_lfu")
+
+
+def zero_collision_hash(feature: BaseFeature) -> feature_pb2.ZeroCollisionHash | None:
+    """A feature's checked ``zch`` config, None when it has none.
+
+    Raises:
+        ConfigError: no eviction policy (upstream needs one), ``threshold_filtering_func``
+            (upstream's experimental Python lambda, not evaluated by tzrec) or weighted ids.
+    """
+    cfg = feature.config
+    if not (hasattr(cfg, "zch") and cfg.HasField("zch")):
+        return None
+    zch = cfg.zch
+    if zch.WhichOneof("eviction_policy") is None:
+        raise ConfigError(
+            f"feature '{feature.name}': zch needs an eviction policy ({', '.join(ZCH_POLICIES)})"
+        )
+    if zch.HasField("threshold_filtering_func"):
+        raise ConfigError(
+            f"feature '{feature.name}': zch.threshold_filtering_func is not supported "
+            "(tzrec does not evaluate Python lambdas from configs); remove it"
+        )
+    if feature.is_weighted:
+        raise ConfigError(f"feature '{feature.name}': weighted ids with zch are not supported")
+    return zch
+
+
 def feature_width(feature: BaseFeature) -> int:
     """Width of one feature in a group output: ``embedding_dim`` for ids, else ``value_dim``."""
     return feature.embedding_dim if feature.is_sparse else feature.value_dim
@@ -152,6 +180,9 @@ class Table:
     wide: bool = False
     #: storage precision (the features' ``data_type``): ``FP32`` or ``FP16``
     data_type: str = "FP32"
+    #: the features' ``zch`` (zero-collision hashing: a torchrec managed-collision
+    #: module remaps raw int64 ids to ``zch_size`` rows), None for plain tables
+    zch: feature_pb2.ZeroCollisionHash | None = None
 
 
 @dataclass
@@ -418,10 +449,24 @@ class GroupLayout:
             name = f"{name}_{suffix}"
         dim = self.wide_dim if wide else f.embedding_dim
         data_type = storage_type(f)
+        zch = zero_collision_hash(f)
         table = self.tables.get(name)
         if table is None:
             table = self.tables[name] = Table(
-                name, dim, f.num_embeddings, f.pooling, data_group, wide=wide, data_type=data_type
+                name,
+                dim,
+                f.num_embeddings,
+                f.pooling,
+                data_group,
+                wide=wide,
+                data_type=data_type,
+                zch=zch,
+            )
+        elif table.zch != zch:
+            first = table.features[0].name
+            raise ConfigError(
+                f"embedding '{name}' is shared by '{first}' and '{f.name}' with different "
+                "zch settings; shared tables need one zch (or none)"
             )
         elif table.data_type != data_type:
             first = table.features[0].name

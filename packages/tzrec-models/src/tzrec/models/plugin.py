@@ -87,6 +87,15 @@ SUPPORTED_FIELDS = (
     # embedding tables (tzrec.models.layout): storage precision FP32/FP16, others refused
     "IdFeature.data_type",
     "RawFeature.data_type",
+    # zero-collision hashing (torchrec MCH modules; threshold_filtering_func is refused)
+    "IdFeature.zch",
+    "ZeroCollisionHash.zch_size>0",
+    "ZeroCollisionHash.eviction_interval>0",
+    "ZeroCollisionHash.lfu",
+    "ZeroCollisionHash.lru",
+    "ZeroCollisionHash.distance_lfu",
+    "LRU_EvictionPolicy.decay_exponent",
+    "DistanceLFU_EvictionPolicy.decay_exponent",
     # modules
     "MLP.hidden_units>0",
     "MLP.dropout_ratio",
