@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from tzrec.core.config import parse_pipeline_config
 from tzrec.core.engine import checkpoint as ckpt_mod
@@ -296,3 +297,38 @@ def test_eval_on_labels_outside_the_domain_is_one_line(tmp_path):
     config = _unshuffled(good, model_dir, eval_data=bad)
     with pytest.raises(DataError, match=f"{bad}: label 'clk' holds 3 value.s. outside .0, 1."):
         loop.evaluate(config)
+
+
+def test_train_metrics_are_logged_and_written_to_tensorboard(
+    data_path, tmp_path, monkeypatch, caplog
+):
+    from tzrec.core.engine import summary as summary_mod
+
+    seen = []
+
+    def update_train_metric(self, predictions, batch):
+        seen.append((predictions["probs"].dtype, batch.labels["clk"].shape[0]))
+
+    def compute_train_metric(self):
+        return {"batches": torch.tensor(float(len(seen)))}
+
+    from tzrec.models.models.rank import RankModel
+
+    monkeypatch.setattr(RankModel, "update_train_metric", update_train_metric, raising=False)
+    monkeypatch.setattr(RankModel, "compute_train_metric", compute_train_metric, raising=False)
+    written = []
+    real_log_train = summary_mod.Summary.log_train
+
+    def spy(self, step, losses, lrs=None, metrics=None):
+        written.append((step, dict(metrics or {})))
+        return real_log_train(self, step, losses, lrs, metrics)
+
+    monkeypatch.setattr(summary_mod.Summary, "log_train", spy)
+    config = _config(data_path, tmp_path / "m", num_steps=4)
+    config.train_config.log_step_count_steps = 2
+    config.model_config.train_metrics.add().auc.SetInParent()
+    caplog.set_level("INFO")
+    loop.train_and_evaluate(config)
+    assert seen == [(torch.float32, BATCH)] * 4
+    assert written == [(2, {"batches": 2.0}), (4, {"batches": 4.0})]
+    assert "train metrics at step 4: batches:4.000000" in caplog.text

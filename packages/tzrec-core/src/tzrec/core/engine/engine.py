@@ -163,6 +163,11 @@ def autocast_dtype(tc: Any) -> torch.dtype | None:
     )
 
 
+def _float(predictions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating predictions as float32 (autocast may leave bfloat16) for metrics."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in predictions.items()}
+
+
 def _all_ranks_true(flag: bool, like: torch.Tensor) -> bool:
     """True when ``flag`` holds on every rank (ranks must skip a step together)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -203,6 +208,12 @@ class Engine:
             wrapper, device=device, plan=sharding_plan(wrapper, device)
         )
         self.label_domains = guards.label_domains(model)
+        #: metrics on training batches: the model's ``update_train_metric`` /
+        #: ``compute_train_metric`` (``model_config.train_metrics``), when it has them
+        self.has_train_metrics = bool(config.model_config.train_metrics) and all(
+            callable(getattr(model, m, None))
+            for m in ("update_train_metric", "compute_train_metric")
+        )
         #: ``train_config.mixed_precision``: the autocast dtype, or None for full precision
         self.autocast_dtype = autocast_dtype(tc)
         #: ``train_config.gradient_accumulation_steps`` (0 and 1: step every batch)
@@ -239,7 +250,7 @@ class Engine:
         if self._micro_steps % n == 0:
             self.optimizer.zero_grad()
         with self._autocast():
-            loss, (losses, _, _) = self.dmp(batch)
+            loss, (losses, predictions, batch) = self.dmp(batch)
         self.last_step_applied = _all_ranks_true(bool(torch.isfinite(loss.detach())), loss)
         if not self.last_step_applied:
             return {k: float(v) for k, v in losses.items()}
@@ -253,7 +264,16 @@ class Engine:
         for sched in self.schedulers:
             if not getattr(sched, "by_epoch", False):
                 sched.step()
+        if self.has_train_metrics:
+            with torch.no_grad():
+                self.model.update_train_metric(_float(predictions), batch)
         return {k: float(v) for k, v in losses.items()}
+
+    def train_metrics(self) -> dict[str, float]:
+        """The model's metrics over recent training batches (empty without train_metrics)."""
+        if not self.has_train_metrics:
+            return {}
+        return {k: float(v) for k, v in self.model.compute_train_metric().items()}
 
     def evaluate(
         self,
@@ -276,9 +296,7 @@ class Engine:
                 guards.check_labels(batch, self.label_domains, where)
                 with self._autocast():
                     _, (losses, predictions, batch) = self.dmp(batch.to(self.device))
-                predictions = {
-                    k: v.float() if v.is_floating_point() else v for k, v in predictions.items()
-                }
+                predictions = _float(predictions)
                 self.model.update_metric(predictions, batch)
                 steps += 1
                 progress.update(steps, losses)

@@ -285,7 +285,16 @@ def _train(
                     warm_time = time.monotonic()
                 progress.update(state.global_step, losses, engine.learning_rates())
                 if state.global_step % log_steps == 0:
-                    summary.log_train(state.global_step, losses, engine.learning_rates())
+                    train_metrics = engine.train_metrics()
+                    if train_metrics:
+                        logger.info(
+                            "train metrics at step %d: %s",
+                            state.global_step,
+                            _format_metrics(train_metrics),
+                        )
+                    summary.log_train(
+                        state.global_step, losses, engine.learning_rates(), train_metrics
+                    )
                 if save_steps and state.global_step % save_steps == 0:
                     checkpoint_and_eval()
                 if num_steps and state.global_step >= num_steps:
