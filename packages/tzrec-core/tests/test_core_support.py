@@ -344,8 +344,15 @@ def test_a_field_of_an_uninstalled_provider_is_left_to_the_install_hint():
     installed_only_core = FieldSupport.from_declarations(
         [("EasyRecConfig.model_config", "core", Provider("tzrec-core"))], [Provider("tzrec-core")]
     )
-    config = parse_pipeline_config("model_config { hstu_match { } }")
-    assert list(walk_config(config, installed_only_core)) == []
+    config = parse_pipeline_config('model_config { hstu_match { } kernel: TRITON } model_dir: "m"')
+    findings = [(f.kind, f.path) for f in walk_config(config, installed_only_core)]
+    assert findings == [
+        ("unsupported", "model_dir"),
+        ("unsupported", "model_config.kernel"),
+        ("provider_missing", "model_config.hstu_match"),
+    ]
+    # nothing is refused before the plugin lookup says: pip install tzrec-hstu
+    assert check_supported_fields(config, "p", support=installed_only_core) == []
 
 
 def test_cli_flag_allows_unsupported_fields_and_refuses_a_zero_batch_size(tmp_path, capsys):

@@ -166,7 +166,11 @@ def field_support() -> FieldSupport:
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem the walk found: ``kind`` is ``"unsupported"`` or ``"invalid"``."""
+    """One problem the walk found.
+
+    ``kind`` is ``"unsupported"`` (nothing honours the field), ``"invalid"`` (a size that
+    is not positive) or ``"provider_missing"`` (a choice whose package is not installed).
+    """
 
     kind: str
     path: str
@@ -195,6 +199,7 @@ def _walk(
             if _provider_missing(fd, support):
                 # A registry choice (model, sampler, ...) whose package is not installed:
                 # resolving it through the plugin manager says what to install.
+                yield Finding("provider_missing", where, f"provided by {_provided_by(fd)}")
                 continue
             yield Finding("unsupported", where, _why_unsupported(fd, support, owners))
             continue
@@ -268,6 +273,10 @@ def check_supported_fields(
     if allow_unsupported is None:
         allow_unsupported = allow_unsupported_from_env()
     findings = list(walk_config(config, support or field_support()))
+    if any(f.kind == "provider_missing" for f in findings):
+        # The config needs a package that is not installed: the plugin lookup that follows
+        # says which one; what else that package would honour is unknown until then.
+        return []
     invalid = [f for f in findings if f.kind == "invalid"]
     unsupported = [f for f in findings if f.kind == "unsupported"]
     if invalid:
