@@ -173,3 +173,58 @@ def test_multi_tower_din_with_mixed_sequence_dims_exports_aot(tmp_path):
     write_artefact(module, config, inputs, tmp_path / "out", True, tmp_path / "ckpt")
     got = load_exported(tmp_path / "out")(inputs)
     torch.testing.assert_close(got["probs"], eager["probs"], atol=1e-5, rtol=0)
+
+
+def test_deep_group_sequence_encoders_run_in_the_exported_dense_part(tmp_path):
+    """A DEEP group's sequence_groups + din_encoder: AOT (padded sub-group, dynamic length)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tzrec.core.build import build_dataset, build_model
+    from tzrec.core.build import create_features as build_features
+    from tzrec.core.config import parse_pipeline_config
+    from tzrec.export.artifact import load_exported
+    from tzrec.export.exporter import write_artefact
+    from tzrec.export.wrappers import export_modules
+    from tzrec.models.inference import inputs_from_batch
+
+    text = MIXED_DIN.replace(
+        'feature_groups { group_name: "deep" feature_names: ["user_id", "item_id"] '
+        "group_type: DEEP }",
+        'feature_groups { group_name: "deep" feature_names: ["user_id", "item_id"] '
+        "group_type: DEEP\n"
+        '  sequence_groups { group_name: "hist" feature_names: ["item_id", "cate_id", '
+        '"click_seq__item_id", "click_seq__cate_id"] }\n'
+        '  sequence_encoders { din_encoder { input: "hist" attn_mlp { hidden_units: [4] } } }\n'
+        '  sequence_encoders { pooling_encoder { input: "hist" } } }',
+    )
+    config = parse_pipeline_config(text)
+    rows = {
+        "user_id": [1, 2, 3, 4, 5, 6] * 2,
+        "item_id": [1, 2, 3, 4, 5, 6] * 2,
+        "cate_id": [1, 2, 3, 1, 2, 3] * 2,
+        "click_seq__item_id": ["1;2", "", "3;4;5;6;7", "8", "9;10;11", "12"]
+        + ["1", "2;3", "", "4", "5", "6;7"],
+        "click_seq__cate_id": ["1;2", "", "3;4;5;6;7", "8", "9;1;2", "3"]
+        + ["1", "2;3", "", "4", "5", "6;7"],
+        "clk": [0, 1, 0, 1, 1, 0] * 2,
+    }
+    pq.write_table(pa.table(rows), tmp_path / "d.parquet")
+    features = build_features(config)
+    ds = build_dataset(config, features, str(tmp_path / "d.parquet"), "eval")
+    torch.manual_seed(0)
+    model = build_model(config, ds.features)
+    assert model.embedding_group.group_total_dim("deep") == 4 + 8 + 12 + 12
+    model.eval()
+    model.set_is_inference(True)
+    (module,) = export_modules(model)
+    first, second = list(ds.make_dataloader())
+    (tmp_path / "out").mkdir()
+    inputs = inputs_from_batch(first, module.features)
+    write_artefact(module, config, inputs, tmp_path / "out", True, tmp_path / "ckpt")
+    artefact = load_exported(tmp_path / "out")
+    for batch in (first, second):  # longest history 5, then 2: the length axis is dynamic
+        with torch.no_grad():
+            eager = model.predict(batch)
+        got = artefact(inputs_from_batch(batch, module.features))
+        torch.testing.assert_close(got["probs"], eager["probs"], atol=1e-5, rtol=0)

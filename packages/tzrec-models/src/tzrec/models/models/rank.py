@@ -111,7 +111,8 @@ class MultiTower(RankModel):
             self.din_towers[tower.input] = DINEncoder(enc_cfg, seq_dim, query_dim)
             width += self.din_towers[tower.input].output_dim()
         self.final = MLP(width, **mlp_kwargs(cfg.final))
-        self.output = nn.Linear(self.final.output_dim(), self._num_class)
+        # ``output_mlp`` as upstream (``output`` is RankModel's public logits -> predictions)
+        self.output_mlp = nn.Linear(self.final.output_dim(), self._num_class)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Tower outputs -> final MLP -> logits."""
@@ -128,7 +129,7 @@ class MultiTower(RankModel):
                     grouped.get(query_key(name)),
                 )
             )
-        return self._output(self.output(self.final(torch.cat(parts, dim=-1))))
+        return self.output(self.output_mlp(self.final(torch.cat(parts, dim=-1))))
 
 
 class MultiTowerDIN(MultiTower):
