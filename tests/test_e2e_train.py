@@ -183,9 +183,9 @@ def test_tzrec_run_trains_evaluates_then_exports(dssm_data, tmp_path, capsys):
     assert len(results(model_dir)) == 1
     export = model_dir / "export"
     assert f"tzrec run: exported to {export}" in out
-    for tower in ("user_tower", "item_tower"):
+    for tower in ("user", "item"):  # upstream's layout: export/user, export/item
         meta = json.loads((export / tower / "model_meta.json").read_text())
-        assert meta["outputs"] == [f"{tower}_emb"]
+        assert meta["outputs"] == [f"{tower}_tower_emb"]
         assert meta["checkpoint"].endswith("model.ckpt-10")
         assert meta["parity_max_abs_diff"] <= 1e-5
         assert (export / tower / "scripted_model.pt").is_file()
@@ -193,8 +193,25 @@ def test_tzrec_run_trains_evaluates_then_exports(dssm_data, tmp_path, capsys):
     edits = dssm_edits(dssm_data, model_dir, **{"train_config.num_steps": 12})
     args = ["run", "--pipeline_config_path", str(DSSM), "--edit_config_json", edits]
     assert main([*args, "--continue_train"]) == 0
-    meta = json.loads((export / "user_tower" / "model_meta.json").read_text())
+    meta = json.loads((export / "user" / "model_meta.json").read_text())
     assert meta["checkpoint"].endswith("model.ckpt-12")
+    out, _ = capsys.readouterr()
+    summary = out[out.index("tzrec run: summary") :]
+    assert "  steps        12 (2 this run, " in summary
+    # DSSM: the positive and 31 sampled negatives per request
+    assert "recall@5 " in summary and "among 32 candidates per request" in summary
+    assert "random 0.1562)" in summary
+    assert f"  curve        {model_dir / 'training_curve.png'}" in summary
+    assert (model_dir / "training_curve.png").is_file()
+    assert list((model_dir / "eval_val").glob("events.out.tfevents.*"))
+    # resuming a finished run says so and shows the recorded metrics, not 0 steps/s
+    assert main([*args, "--continue_train"]) == 0
+    out, _ = capsys.readouterr()
+    assert "already trained to step 12, nothing to train" in out
+    assert "0.0 steps/s" not in out and "no metrics configured" not in out
+    recorded = results(model_dir)[-1]
+    assert f"tzrec train: eval at step 12 recall@1={recorded['recall@1']:.4f}" in out
+    assert "  steps        12 (already trained: nothing to do)" in out
 
 
 def test_fine_tune_loads_matching_weights_and_reports_the_rest(dssm_data, tmp_path, caplog):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 from tzrec.core import plugins
@@ -21,6 +20,7 @@ from tzrec.core.commands import (
 from tzrec.core.config import (
     load_pipeline_config,
     validate_pipeline_config,
+    which_oneof,
 )
 from tzrec.core.errors import PluginError
 from tzrec.protos import pipeline_pb2
@@ -172,13 +172,15 @@ class RunCommand(Command):
         )
         parser.add_argument(
             "--work_dir",
-            default=None,
-            help="where a built-in example writes its data, config and model",
+            default=DEFAULT_WORK_DIR,
+            help="where a built-in example writes its data, config and model (default: "
+            f"./{DEFAULT_WORK_DIR}; a later run there continues from its checkpoints)",
         )
 
     def run(self, args: argparse.Namespace) -> int:
         """Resolve the config (or make the example), check the exporter, then train."""
-        if not args.pipeline_config_path:
+        from_example = not args.pipeline_config_path
+        if from_example:
             examples = plugins.get_plugin_manager().registry("examples")
             if args.example not in examples:
                 installed = ", ".join(sorted(examples)) or "none"
@@ -187,11 +189,17 @@ class RunCommand(Command):
                     f"the built-in example '{args.example}' (installed examples: "
                     f"{installed})"
                 )
-            work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="tzrec_run_"))
+            work_dir = Path(args.work_dir).resolve()
             print(f"tzrec run: built-in example '{args.example}' in {work_dir}")
             args.pipeline_config_path = str(examples[args.example].load()(work_dir))
             print(f"tzrec run: pipeline config {args.pipeline_config_path}")
         config = load_for_command(args)
+        if from_example and not args.continue_train and _has_checkpoints(config.model_dir):
+            args.continue_train = True
+            print(
+                f"tzrec run: {config.model_dir} holds checkpoints of an earlier run: continuing "
+                "from them (delete the directory or pass another --work_dir to start afresh)"
+            )
         name, model_cls = resolve_model(config)
         exporters = plugins.get_plugin_manager().registry("exporters")
         if "default" not in exporters:
@@ -213,6 +221,7 @@ class RunCommand(Command):
         exporters["default"].load()(config, config.model_dir, export_dir)
         if _is_rank_zero():
             print(f"tzrec run: exported to {export_dir}")
+            print(run_summary(config, result, export_dir))
         return 0
 
 
@@ -226,15 +235,130 @@ def _metrics_line(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "(no metrics configured)"
 
 
+DEFAULT_WORK_DIR = "tzrec_run"
+
+
+def _has_checkpoints(model_dir: str) -> bool:
+    return bool(model_dir) and any(Path(model_dir).glob("model.ckpt-*"))
+
+
+def sampled_candidates(config: pipeline_pb2.EasyRecConfig) -> int | None:
+    """How many candidates a match model's eval recall@K ranks per request, if known.
+
+    The positive plus the negative sampler's eval negatives: ``num_eval_sample`` (else
+    ``num_sample``) appended per batch, or ``ceil(n / batch_size)`` per row when
+    ``item_id_field`` is a candidate sequence; ``batch_size`` with in-batch negatives only.
+    None when the layout is not one of these.
+    """
+    dc = config.data_config
+    chosen = which_oneof(dc, "sampler")
+    model = which_oneof(config.model_config, "model")
+    in_batch = bool(model and getattr(model[1], "in_batch_negative", False))
+    if chosen is None:
+        return int(dc.batch_size) if in_batch else None
+    if in_batch:
+        return None
+    sampler = chosen[1]
+    n = int(getattr(sampler, "num_eval_sample", 0) or getattr(sampler, "num_sample", 0))
+    item_field = str(getattr(sampler, "item_id_field", ""))
+    sequences = {
+        fc.sequence_feature.sequence_name
+        for fc in config.feature_configs
+        if fc.WhichOneof("feature") == "sequence_feature"
+    }
+    if "__" in item_field and item_field.split("__", 1)[0] in sequences:
+        return 1 + -(-n // max(int(dc.batch_size), 1))
+    return 1 + n if n else None
+
+
+def describe_metric(name: str, value: float, candidates: int | None) -> str:
+    """``recall@5 0.8812`` with what it is measured over and its random baseline."""
+    line = f"{name} {value:.4f}"
+    if name.startswith("recall@") and name[7:].isdigit():
+        k = int(name[7:])
+        if candidates:
+            return (
+                f"{line}  (sampled: the positive among {candidates} candidates per request, "
+                f"not the full corpus; random {min(k, candidates) / candidates:.4f})"
+            )
+        return f"{line}  (sampled: the positive among the sampler's candidates)"
+    return line
+
+
+def _last_recorded_metrics(model_dir: str, step: int) -> dict[str, float]:
+    """The eval metrics ``train_eval_result.txt`` holds for ``step`` (empty if none)."""
+    path = Path(model_dir) / "train_eval_result.txt"
+    if not path.is_file():
+        return {}
+    found: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("global_step") == step:
+            found = {k: v for k, v in record.items() if k != "global_step"}
+    return found
+
+
+def run_summary(config: pipeline_pb2.EasyRecConfig, result: dict, export_dir: str) -> str:
+    """The closing table of ``tzrec run``: data, steps, throughput, metrics and paths."""
+    model_dir = Path(result["model_dir"])
+    data = result.get("data") or {}
+    trained = result.get("steps_trained")
+    metrics = result.get("metrics") or _last_recorded_metrics(str(model_dir), result["global_step"])
+    rows: list[tuple[str, str]] = [
+        ("train data", f"{config.train_input_path} ({data.get('rows_read', '?')} rows read)"),
+        ("eval data", config.eval_input_path or "(none)"),
+    ]
+    if trained:
+        steady = result.get("steady_steps_per_second")
+        speed = f"{result['steps_per_second']:.1f} steps/s" + (
+            f" (steady {steady:.1f})" if steady else ""
+        )
+        rows.append(("steps", f"{result['global_step']} ({trained} this run, {speed})"))
+    else:
+        rows.append(("steps", f"{result['global_step']} (already trained: nothing to do)"))
+    candidates = sampled_candidates(config)
+    for i, (name, value) in enumerate(metrics.items()):
+        rows.append(("metrics" if i == 0 else "", describe_metric(name, value, candidates)))
+    if not metrics:
+        rows.append(("metrics", "(none: no eval_input_path or no metrics configured)"))
+    rows += [
+        ("model_dir", str(model_dir)),
+        ("checkpoint", result["checkpoint"]),
+        ("export", export_dir),
+        ("metrics log", str(model_dir / "train_eval_result.txt")),
+        ("curve", str(model_dir / "training_curve.png")),
+        ("tensorboard", f"tensorboard --logdir {model_dir}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "tzrec run: summary\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _latest_checkpoint_step(model_dir: str) -> int:
+    """The step of the newest ``model.ckpt-<step>`` in ``model_dir`` (0 if none)."""
+    steps = [
+        int(p.name.rsplit("-", 1)[1])
+        for p in Path(model_dir).glob("model.ckpt-*")
+        if p.name.rsplit("-", 1)[1].isdigit()
+    ]
+    return max(steps, default=0)
+
+
 def _train(config: pipeline_pb2.EasyRecConfig, args: argparse.Namespace) -> dict:
+    """Train and evaluate; the result also says how many steps this run trained."""
     from tzrec.core.engine.loop import train_and_evaluate
 
-    return train_and_evaluate(
+    start = _latest_checkpoint_step(config.model_dir) if args.continue_train else 0
+    result = train_and_evaluate(
         config,
         continue_train=args.continue_train,
         fine_tune_checkpoint=args.fine_tune_checkpoint,
         ignore_restore_optimizer=args.ignore_restore_optimizer,
     )
+    result.setdefault("steps_trained", max(result["global_step"] - start, 0))
+    return result
 
 
 def _print_train_result(result: dict) -> None:
@@ -242,9 +366,26 @@ def _print_train_result(result: dict) -> None:
         return
     data = result.get("data") or {}
     skipped = data.get("rows_skipped", 0)
-    print(
-        f"tzrec train: {result['global_step']} steps ({result['steps_per_second']:.1f} steps/s), "
-        f"checkpoint {result['checkpoint']}" + (f", {skipped} bad rows skipped" if skipped else "")
-    )
-    print(f"tzrec train: eval {_metrics_line(result['metrics'])}")
+    trained = result["steps_trained"]
+    if trained:
+        print(
+            f"tzrec train: {result['global_step']} steps "
+            f"({result['steps_per_second']:.1f} steps/s), checkpoint {result['checkpoint']}"
+            + (f", {skipped} bad rows skipped" if skipped else "")
+        )
+    else:
+        print(
+            f"tzrec train: already trained to step {result['global_step']}, nothing to train "
+            f"(checkpoint {result['checkpoint']})"
+        )
+    metrics = result["metrics"]
+    if not metrics and not trained:
+        metrics = _last_recorded_metrics(result["model_dir"], result["global_step"])
+        result["metrics"] = metrics
+        if metrics:
+            print(f"tzrec train: eval at step {result['global_step']} {_metrics_line(metrics)}")
+        else:
+            print(f"tzrec train: no eval result recorded for step {result['global_step']}")
+    else:
+        print(f"tzrec train: eval {_metrics_line(metrics)}")
     print(f"tzrec train: metrics log {Path(result['model_dir']) / 'train_eval_result.txt'}")

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Libraries whose warnings about their own internals are noise to a tzrec user.
-_QUIET_LOGGERS = ("torchrec", "torch.distributed", "torch.fx", "fbgemm_gpu")
+_QUIET_LOGGERS = ("torchrec", "torch.distributed", "torch.fx", "fbgemm_gpu", "tensorboard")
 _QUIET_PATHS = ("/torchrec/", "/torch/distributed/", "/fbgemm_gpu/")
 _QUIET_WARNING_MODULES = r"(torchrec|fbgemm_gpu|torch\.distributed|torch\.nn\.parallel)"
 

@@ -1,0 +1,131 @@
+"""What `tzrec run` says: labelled sampled metrics, a closing table, a reusable ./tzrec_run."""
+
+import json
+from pathlib import Path
+
+import pytest
+from tzrec_testing import REPO_ROOT
+
+from tzrec.core import builtin_commands
+from tzrec.core.builtin_commands import (
+    describe_metric,
+    run_summary,
+    sampled_candidates,
+)
+from tzrec.core.cli import build_parser, main
+from tzrec.core.config import edit_config, load_pipeline_config
+from tzrec.core.plugins import get_plugin_manager, reset_plugin_manager
+
+EXAMPLES = REPO_ROOT / "docs" / "examples"
+
+
+def test_sampled_candidates_follow_the_sampler_layout():
+    dssm = load_pipeline_config(EXAMPLES / "dssm.config")
+    assert sampled_candidates(dssm) == 1 + 128  # negatives appended to the batch
+    hstu = load_pipeline_config(EXAMPLES / "hstu_match_kuairand.config")
+    assert sampled_candidates(hstu) == 1 + 960 // 64  # ceil(960 / 64) per candidate sequence
+    edit_config(hstu, {"data_config.batch_size": 100})
+    assert sampled_candidates(hstu) == 1 + 10  # ceil(9.6)
+    dssm.data_config.ClearField("negative_sampler")
+    assert sampled_candidates(dssm) is None
+    dssm.model_config.dssm.in_batch_negative = True
+    assert sampled_candidates(dssm) == 256
+
+
+def test_sampled_recall_is_labelled_with_its_random_baseline():
+    assert describe_metric("recall@5", 0.88, 16) == (
+        "recall@5 0.8800  (sampled: the positive among 16 candidates per request, not the "
+        "full corpus; random 0.3125)"
+    )
+    assert describe_metric("recall@50", 1.0, 16).endswith("random 1.0000)")
+    assert describe_metric("recall@5", 0.5, None).endswith("among the sampler's candidates)")
+    assert describe_metric("auc", 0.7, 16) == "auc 0.7000"
+
+
+def fake_result(config, trained=5, metrics=None):
+    model_dir = Path(config.model_dir)
+    return {
+        "global_step": 5,
+        "steps_trained": trained,
+        "steps_per_second": 2.5 if trained else 0.0,
+        "steady_steps_per_second": None,
+        "metrics": {"recall@5": 0.5} if metrics is None else metrics,
+        "model_dir": str(model_dir),
+        "checkpoint": str(model_dir / "model.ckpt-5"),
+        "data": {"rows_read": 320},
+    }
+
+
+def test_summary_table_lists_data_steps_metrics_and_paths(tmp_path):
+    config = load_pipeline_config(EXAMPLES / "dssm.config")
+    config.model_dir = str(tmp_path / "m")
+    table = run_summary(config, fake_result(config), str(tmp_path / "m" / "export"))
+    lines = table.splitlines()
+    assert lines[0] == "tzrec run: summary"
+    labels = [line[2:15].strip() for line in lines[1:]]
+    assert labels == [
+        "train data",
+        "eval data",
+        "steps",
+        "metrics",
+        "model_dir",
+        "checkpoint",
+        "export",
+        "metrics log",
+        "curve",
+        "tensorboard",
+    ]
+    assert "data/dssm_train.parquet (320 rows read)" in lines[1]
+    assert lines[3].endswith("5 (5 this run, 2.5 steps/s)")
+    assert "among 129 candidates per request" in lines[4]
+    assert lines[-1].endswith(f"tensorboard --logdir {tmp_path / 'm'}")
+
+
+def test_finished_run_shows_the_recorded_metrics(tmp_path, capsys):
+    config = load_pipeline_config(EXAMPLES / "dssm.config")
+    config.model_dir = str(tmp_path)
+    (tmp_path / "train_eval_result.txt").write_text(
+        json.dumps({"global_step": 5, "recall@1": 0.25, "recall@5": 0.75}) + "\n"
+    )
+    result = fake_result(config, trained=0, metrics={})
+    builtin_commands._print_train_result(result)
+    out = capsys.readouterr().out
+    assert "tzrec train: already trained to step 5, nothing to train" in out
+    assert "tzrec train: eval at step 5 recall@1=0.2500 recall@5=0.7500" in out
+    assert "steps/s" not in out
+    table = run_summary(config, result, "e")
+    assert "5 (already trained: nothing to do)" in table and "recall@5 0.7500" in table
+
+
+def test_bare_run_writes_to_and_reuses_tzrec_run_in_the_current_directory(
+    tmp_path, monkeypatch, capsys
+):
+    assert build_parser().parse_args(["run"]).work_dir == "tzrec_run"
+    monkeypatch.chdir(tmp_path)
+    reset_plugin_manager()
+    seen = []
+
+    def train(config, args):
+        seen.append((config.model_dir, args.continue_train))
+        return fake_result(config)
+
+    monkeypatch.setattr(builtin_commands, "_train", train)
+    get_plugin_manager().registry("exporters")["default"]._resolved = lambda *a, **k: None
+    try:
+        assert main(["run"]) == 0
+        model_dir = str(tmp_path / "tzrec_run" / "model")
+        assert seen == [(model_dir, False)]
+        (tmp_path / "tzrec_run" / "model" / "model.ckpt-5").mkdir(parents=True)
+        assert main(["run"]) == 0
+        assert seen[-1] == (model_dir, True)
+        out = capsys.readouterr().out
+        assert f"tzrec run: {model_dir} holds checkpoints of an earlier run: continuing" in out
+    finally:
+        reset_plugin_manager()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins():
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
