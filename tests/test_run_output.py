@@ -106,6 +106,7 @@ def test_bare_run_writes_to_and_reuses_tzrec_run_in_the_current_directory(
     seen = []
 
     def train(config, args):
+        assert config.train_config.log_step_count_steps == 10  # TensorBoard every 10 steps
         seen.append((config.model_dir, args.continue_train))
         return fake_result(config)
 

@@ -194,6 +194,9 @@ class RunCommand(Command):
             args.pipeline_config_path = str(examples[args.example].load()(work_dir))
             print(f"tzrec run: pipeline config {args.pipeline_config_path}")
         config = load_for_command(args)
+        if from_example and not config.train_config.HasField("log_step_count_steps"):
+            # a short example run: TensorBoard gets a loss point every few steps, not 1 per run
+            config.train_config.log_step_count_steps = EXAMPLE_LOG_STEPS
         if from_example and not args.continue_train and _has_checkpoints(config.model_dir):
             args.continue_train = True
             print(
@@ -236,6 +239,8 @@ def _metrics_line(metrics: dict[str, float]) -> str:
 
 
 DEFAULT_WORK_DIR = "tzrec_run"
+#: ``train_config.log_step_count_steps`` of a built-in example that does not set it.
+EXAMPLE_LOG_STEPS = 10
 
 
 def _has_checkpoints(model_dir: str) -> bool:
