@@ -197,9 +197,11 @@ def test_hstu_timestamps_actions_and_sequence_labels(tmp_path):
         ts = np.array([int(v) for v in cell.split("|")])
         assert len(ts) == lengths[r]
         assert (np.diff(ts) >= 0).all() and ts.max() < req[r] and ts.min() > BASE_TIME - 31 * 86400
+    # FG_DAG reads the expression's column (grouped: prefixed by the sequence name); the
     # candidates' query time is the request time; labels follow the candidate sequence
+    assert "cand_seq__query_time" not in t.column_names
     cand = _seq_lengths(t.column("cand_seq__video_id"), "|")
-    query = t.column("cand_seq__query_time").to_pylist()
+    query = t.column("cand_seq__request_time").to_pylist()
     assert all(set(map(int, q.split("|"))) == {int(req[r])} for r, q in enumerate(query))
     assert (_seq_lengths(t.column("cand_seq__action_weight"), "|") == cand).all()
     assert (_seq_lengths(t.column("cand_seq__watch_time"), "|") == cand).all()

@@ -84,18 +84,6 @@ def _is_action(name: str) -> bool:
     return bool(_ACTION_RE.search(low))
 
 
-def _fg_mode(config: Any) -> str:
-    from tzrec.protos import data_pb2
-
-    return data_pb2.FgMode.Name(config.data_config.fg_mode)
-
-
-def _column_of(feature: BaseFeature, fg_mode: str) -> str:
-    """The column a feature reads: its name (FG_NONE) or its expression's input (FG modes)."""
-    names = feature.input_names
-    return names[-1] if fg_mode in ("FG_DAG", "FG_NORMAL") else names[0]
-
-
 def _action_bits(config: Any) -> int:
     """Bits of an action bitmask: the widest task_bitmask or action_weights of the model."""
     from google.protobuf import text_format
@@ -249,14 +237,15 @@ class _Synth:
             self.features = create_features(config.feature_configs, config.data_config)
         except ConfigError as err:
             raise ConfigError(f"synth-data cannot synthesise this config: {err}") from None
-        self.fg_mode = _fg_mode(config)
         dc = config.data_config
         self.multival_sep = (
             dc.fg_encoded_multival_sep if dc.HasField("fg_encoded_multival_sep") else "\x03"
         )
         self.columns: dict[str, BaseFeature] = {}
         for f in self.features:
-            col = _column_of(f, self.fg_mode)
+            # the column the feature reads first: its name (FG_NONE) or the column its
+            # expression names (FG_DAG / FG_NORMAL), as upstream
+            col = f.input_names[0]
             other = self.columns.get(col)
             if other is not None and other.is_sequence != f.is_sequence:
                 raise ConfigError(
