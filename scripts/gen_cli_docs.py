@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Documented first, in this order; every other registered command follows, sorted.
 COMMANDS = ["", "plugins", "run", "train", "eval", "export", "predict", "synth-data"]
 #: Upstream's entry points (``python -m <module>``) and the command each is an alias of.
-ALIASES = {"tzrec.train_eval": "train", "tzrec.eval": "eval"}
+ALIASES = {
+    "tzrec.train_eval": "train",
+    "tzrec.eval": "eval",
+    "tzrec.export": "export",
+    "tzrec.predict": "predict",
+}
 #: docs/cli.md keeps everything from this line on (hand-written: the upstream flag tables).
 HAND_WRITTEN = "<!-- Hand-written from here on: scripts/gen_cli_docs.py keeps it. -->"
 HEADER = """# The tzrec command line

@@ -89,21 +89,24 @@ def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot):
     out = tmp_path / "export"
     assert export(model_dir, out, *(["--aot"] if aot else [])) == 0
     files = ["scripted_sparse_model.pt", "aot_dense_model.pt2"] if aot else ["scripted_model.pt"]
-    for tower in ("user_tower", "item_tower"):
+    # upstream's layout: export/user, export/item
+    assert sorted(p.name for p in out.iterdir()) == ["item", "user"]
+    for tower in ("user", "item"):
         for name in [*files, "pipeline.config", "model_meta.json"]:
             assert (out / tower / name).is_file(), (tower, name)
         meta = json.loads((out / tower / "model_meta.json").read_text())
         assert meta["format"] == ("aot" if aot else "torchscript")
+        assert meta["tower"] == f"{tower}_tower"
         # the exported config reads only this tower's features, without the sampler
         cfg = load_pipeline_config(str(out / tower / "pipeline.config"))
         assert cfg.data_config.WhichOneof("sampler") is None
         assert [f.id_feature.feature_name for f in cfg.feature_configs] == meta["features"]
-    assert json.loads((out / "user_tower" / "model_meta.json").read_text())["features"] == [
+    assert json.loads((out / "user" / "model_meta.json").read_text())["features"] == [
         "user_id",
         "age_level",
     ]
-    user = load_exported(out / "user_tower")
-    item = load_exported(out / "item_tower")
+    user = load_exported(out / "user")
+    item = load_exported(out / "item")
     # same batches through the eager (training) model and the artefacts; batch size 1 too
     for batch_size in (1, 7):
         model, ds = eval_batches(model_dir, batch_size)
@@ -154,7 +157,7 @@ def test_predict_writes_every_row_with_reserved_columns(dssm, tmp_path, capsys):
         [
             "predict",
             "--scripted_model_path",
-            str(out / "user_tower"),
+            str(out / "user"),
             "--predict_input_path",
             paths["eval"],
             "--predict_output_path",
@@ -227,6 +230,15 @@ def test_eval_retrieval_reports_hitrate_and_recall_for_flat_and_ivf(dssm, tmp_pa
     assert m["hitrate@50"] > 0.25, m
     # IVF searching every list is exact
     assert results["ivf"]["metrics"]["hitrate@50"] == pytest.approx(m["hitrate@50"])
+    # tzrec's former layout (user_tower/, item_tower/) still reads
+    (out / "user").rename(out / "user_tower")
+    (out / "item").rename(out / "item_tower")
+    legacy = tmp_path / "legacy.json"
+    args = ["eval-retrieval", "--export_dir", str(out), "--eval_input_path", paths["eval"]]
+    args += ["--item_input_path", paths["item_table"], "--item_id_field", "item_id"]
+    args += ["--gt_field", "item_id", "--top_k", "1,10,50", "--output_path", str(legacy)]
+    assert main(args) == 0
+    assert json.loads(legacy.read_text())["metrics"] == pytest.approx(m)
 
 
 def test_retrieval_metrics_on_known_rankings():
@@ -283,7 +295,7 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
     capsys.readouterr()
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"user_id": [1, 2]}), bad)
-    args = ["predict", "--scripted_model_path", str(out / "user_tower")]
+    args = ["predict", "--scripted_model_path", str(out / "user")]
     rc = main(
         [
             *args,
@@ -308,7 +320,7 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
         ]
     )
     assert rc == 1
-    assert "item_tower, user_tower" in one_line_error(capsys)
+    assert "it holds towers item, user (point at one of them)" in one_line_error(capsys)
 
 
 def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path, capsys):
@@ -318,10 +330,10 @@ def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path
     common = ["--predict_input_path", paths["eval"], "--reserved_columns", "user_id"]
     exported = tmp_path / "exported.parquet"
     eager = tmp_path / "eager.parquet"
-    args = ["predict", "--scripted_model_path", str(out / "user_tower")]
+    args = ["predict", "--scripted_model_path", str(out / "user")]
     assert main([*args, *common, "--predict_output_path", str(exported)]) == 0
     config = str(model_dir / "pipeline.config")
-    args = ["predict", "--pipeline_config_path", config, "--tower", "user_tower"]
+    args = ["predict", "--pipeline_config_path", config, "--tower", "user"]  # = user_tower
     assert main([*args, *common, "--predict_output_path", str(eager)]) == 0
     a, b = pq.read_table(exported), pq.read_table(eager)
     assert a.column_names == b.column_names == ["user_id", "user_tower_emb"]
@@ -331,7 +343,8 @@ def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path
         atol=1e-5,
     )
     capsys.readouterr()
-    args = ["predict", "--pipeline_config_path", config, "--predict_output_path", str(eager)]
+    fresh = str(tmp_path / "fresh.parquet")
+    args = ["predict", "--pipeline_config_path", config, "--predict_output_path", fresh]
     assert main([*args, *common]) == 1
     assert "one of item_tower, user_tower (got none)" in one_line_error(capsys)
 
@@ -368,7 +381,7 @@ def test_predict_counts_and_reports_nan_outputs(dssm, tmp_path, caplog):
     paths, model_dir = dssm
     out = tmp_path / "export"
     assert export(model_dir, out) == 0
-    real = load_exported(out / "user_tower")
+    real = load_exported(out / "user")
 
     def half_nan(inputs):
         emb = real(inputs)["user_tower_emb"].clone()
@@ -465,7 +478,7 @@ def test_an_interrupted_replace_is_recovered_by_the_next_export(dssm, tmp_path, 
     out.rename(unique_name(out, OLD_TAG))
     assert export(model_dir, out, "--overwrite") == 0
     assert siblings(out) == ["export"]
-    assert sorted(p.name for p in out.iterdir()) == ["item_tower", "user_tower"]
+    assert sorted(p.name for p in out.iterdir()) == ["item", "user"]
 
 
 def test_a_second_export_into_a_locked_dir_is_refused_naming_the_holder(dssm, tmp_path, capsys):
@@ -490,7 +503,7 @@ def predict_cli(model: Path, input_path: str, output: Path, *extra: str) -> int:
 
 
 def test_predict_checks_its_output_before_reading_any_input(dssm_export, tmp_path, capsys):
-    user = dssm_export / "user_tower"
+    user = dssm_export / "user"
     missing_input = str(tmp_path / "never_read.parquet")
     (tmp_path / "dir.parquet").mkdir()
     assert predict_cli(user, missing_input, tmp_path / "dir.parquet") == 1
@@ -502,11 +515,18 @@ def test_predict_checks_its_output_before_reading_any_input(dssm_export, tmp_pat
     (tmp_path / "blocker").write_text("x")  # a file where a parent directory should be
     assert predict_cli(user, missing_input, tmp_path / "blocker" / "o.parquet") == 1
     assert f"{tmp_path / 'blocker'} is not a directory" in one_line_error(capsys)
+    # an export serves with its own config: checkpoint flags are refused, not ignored
+    extra = ["--pipeline_config_path", "p.config", "--edit_config_json", "{}"]
+    assert predict_cli(user, missing_input, tmp_path / "x.parquet", *extra) == 1
+    line = one_line_error(capsys)
+    assert "--pipeline_config_path, --edit_config_json: only for predicting from a checkpoint" in (
+        line
+    )
 
 
 def test_predict_refuses_an_existing_output_unless_overwrite(dssm, dssm_export, tmp_path, capsys):
     paths, _ = dssm
-    user = dssm_export / "user_tower"
+    user = dssm_export / "user"
     out = tmp_path / "users.parquet"
     out.write_bytes(b"old")
     assert predict_cli(user, paths["eval"], out) == 1
@@ -521,8 +541,7 @@ def test_predict_writes_a_directory_of_part_files_by_default(dssm, dssm_export, 
     paths, _ = dssm
     out = tmp_path / "pred"
     assert (
-        predict_cli(dssm_export / "user_tower", paths["eval"], out, "--reserved_columns", "user_id")
-        == 0
+        predict_cli(dssm_export / "user", paths["eval"], out, "--reserved_columns", "user_id") == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet"]
     table = pq.read_table(out / "part-0.parquet")
@@ -539,7 +558,7 @@ def test_a_failed_predict_leaves_no_temporary_file_and_cleans_old_ones(
     import tzrec.export.outputs as outputs
 
     paths, _ = dssm
-    user = dssm_export / "user_tower"
+    user = dssm_export / "user"
     out = tmp_path / "users.parquet"
     (tmp_path / ".users.parquet.tmp-99999-deadbeef").write_bytes(b"left by a kill")
     bad = tmp_path / "bad.parquet"
@@ -564,11 +583,79 @@ def test_predict_with_a_corrupt_scripted_model_names_the_file(dssm, dssm_export,
     import shutil
 
     paths, _ = dssm
-    user = tmp_path / "user_tower"
-    shutil.copytree(dssm_export / "user_tower", user)
+    user = tmp_path / "user"
+    shutil.copytree(dssm_export / "user", user)
     data = (user / "scripted_model.pt").read_bytes()
     (user / "scripted_model.pt").write_bytes(data[: len(data) // 3])
     assert predict_cli(user, paths["eval"], tmp_path / "o.parquet") == 1
     line = one_line_error(capsys)
     assert f"{user / 'scripted_model.pt'}: cannot be loaded, the file is corrupt" in line
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_python_m_tzrec_predict_takes_upstreams_flags(dssm, dssm_export, tmp_path):
+    from tzrec.predict import main as upstream_predict
+
+    paths, _ = dssm
+    out = tmp_path / "pred"  # upstream's default: a directory of part files
+    argv = ["--scripted_model_path", str(dssm_export / "user"), "--predict_input_path"]
+    argv += [paths["eval"], "--predict_output_path", str(out), "--reserved_columns", "user_id"]
+    argv += ["--batch_size", "50", "--predict_threads", "0", "--output_columns", "user_tower_emb"]
+    assert upstream_predict(argv) == 0
+    table = pq.read_table(out / "part-0.parquet")
+    assert table.column_names == ["user_id", "user_tower_emb"]
+    assert table.num_rows == pq.read_table(paths["eval"]).num_rows
+    ours = tmp_path / "ours.parquet"
+    assert (
+        predict_cli(dssm_export / "user", paths["eval"], ours, "--reserved_columns", "user_id") == 0
+    )
+    assert pq.read_table(ours).equals(table)
+
+
+def test_python_m_tzrec_export_takes_upstreams_flags(dssm, tmp_path):
+    from tzrec.export.__main__ import main as upstream_export
+
+    paths, model_dir = dssm
+    asset = tmp_path / "vocab.txt"
+    asset.write_text("a\nb\n")
+    out = tmp_path / "export"
+    argv = ["--pipeline_config_path", str(model_dir / "pipeline.config"), "--export_dir"]
+    argv += [str(out), "--asset_files", str(asset), "--item_input_path", paths["item_table"]]
+    argv += ["--additional_export_config", '{"cand_seq_pk": "cand_seq"}']
+    assert upstream_export(argv) == 0
+    assert (out / "vocab.txt").read_text() == "a\nb\n"
+    for tower in ("user", "item"):
+        meta = json.loads((out / tower / "model_meta.json").read_text())
+        assert meta["cand_seq_pk"] == "cand_seq" and meta["tower"] == f"{tower}_tower"
+    bad = ["--additional_export_config", '{"outputs": []}', "--overwrite"]
+    assert upstream_export([*argv[:4], *bad]) == 1  # a key tzrec writes itself
+
+
+def test_upstream_entry_points_run_as_modules_with_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    help_out = subprocess.run(
+        [sys.executable, "-m", "tzrec.export", "--help"], capture_output=True, text=True
+    )
+    assert help_out.returncode == 0
+    assert "usage: python -m tzrec.export" in help_out.stdout
+    assert "--additional_export_config" in help_out.stdout
+    (tmp_path / "out").write_text("a file where a directory of part files goes")
+    args = ["--scripted_model_path", str(tmp_path), "--predict_input_path", "in.parquet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tzrec.predict", *args, "--predict_output_path", "out"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "tzrec: error: --predict_output_path out is a file, but a path not ending in .parquet "
+        "is written as a directory of part-N.parquet files (end it in .parquet for one file)"
+    ]
+    unknown = [*args, "--predict_output_path", "o2", "--no_such_flag"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tzrec.predict", *unknown], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unrecognized arguments: --no_such_flag" in proc.stderr

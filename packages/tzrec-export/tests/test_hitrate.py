@@ -54,6 +54,8 @@ def test_merging_interests_keeps_the_best_distinct_ids_and_drops_zero_interests(
     assert i == [[["a", "c", "b"]]] and d[0][0] == pytest.approx([0.9, 0.7, 0.5])
     d, i = merge_interests(user, dists, found, top_k=2, num_interests=3, inner_product=False)
     assert i == [[["b", "c"]]]  # L2: smallest first
+    d, i = merge_interests(user, dists, found, 3, 3, inner_product=True, valid_interests=[1])
+    assert i == [[["a", "b"]]]  # only the first interest is valid
 
 
 def test_embedding_and_ground_truth_columns_in_every_upstream_form():

@@ -210,13 +210,13 @@ def test_cli_export_predict_and_retrieval_on_a_trained_model(small_data, tmp_pat
         "export", "--pipeline_config_path", config, "--export_dir", str(tmp_path / "aot"), "--aot"
     )
     for fmt in ("ts", "aot"):
-        for tower in ("user_tower", "item_tower"):
+        for tower in ("user", "item"):
             meta = json.loads((tmp_path / fmt / tower / "model_meta.json").read_text())
             assert meta["parity_max_abs_diff"] <= 1e-5, meta
     out = tzrec(
         "predict",
         "--scripted_model_path",
-        str(tmp_path / "aot" / "item_tower"),
+        str(tmp_path / "aot" / "item"),
         "--predict_input_path",
         small_data["items"],
         "--predict_output_path",
@@ -233,7 +233,7 @@ def test_cli_export_predict_and_retrieval_on_a_trained_model(small_data, tmp_pat
     out = tzrec(
         "predict",
         "--scripted_model_path",
-        str(tmp_path / "aot" / "user_tower"),
+        str(tmp_path / "aot" / "user"),
         "--predict_input_path",
         small_data["eval"],
         "--predict_output_path",

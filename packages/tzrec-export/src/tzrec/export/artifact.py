@@ -62,7 +62,29 @@ class ExportedModel:
             return self._fn({n: inputs[n] for n in self.inputs})
 
 
+#: a match export's tower sub-directories: upstream's names first, then tzrec's former ones
+TOWER_DIRS = {"user_tower": ("user", "user_tower"), "item_tower": ("item", "item_tower")}
+
+
+def tower_dir(export_dir: str | Path, tower: str) -> Path:
+    """The directory of ``tower`` (``user_tower``/``item_tower``) inside a match export.
+
+    Raises:
+        ConfigError: neither ``user/`` nor the former ``user_tower/`` (resp. item) is there.
+    """
+    root = Path(export_dir)
+    names = TOWER_DIRS.get(tower, (tower,))
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise ConfigError(
+        f"{root}: no {names[0]}/ tower directory (export a match model first){_describe(root)}"
+    )
+
+
 def _describe(path: Path) -> str:
+    if not path.is_dir():
+        return ""
     subdirs = sorted(p.name for p in path.iterdir() if (p / META_FILE).is_file())
     if subdirs:
         return f"; it holds towers {', '.join(subdirs)} (point at one of them)"

@@ -35,6 +35,11 @@ class ExportCommand(Command):
         parser.add_argument("--export_dir", required=True, help="output directory")
         parser.add_argument("--asset_files", default=None, help="files to copy along")
         parser.add_argument(
+            "--additional_export_config",
+            default=None,
+            help="JSON object of extra key/values merged into each model_meta.json",
+        )
+        parser.add_argument(
             "--item_input_path",
             default=None,
             help="one-row-per-item input for exporting a match model's item tower",
@@ -60,6 +65,16 @@ class ExportCommand(Command):
             raise ConfigError(
                 f"--export_dir {args.export_dir} already exists; pass --overwrite to replace it"
             )
+        extra = None
+        if args.additional_export_config:
+            import json
+
+            try:
+                extra = json.loads(args.additional_export_config)
+            except ValueError as e:
+                raise ConfigError(f"--additional_export_config: not valid JSON ({e})") from None
+            if not isinstance(extra, dict):
+                raise ConfigError("--additional_export_config: expected a JSON object {...}")
         config = load_for_command(args, require_input_paths=False)
         from tzrec.export.exporter import export_model as _export
 
@@ -73,6 +88,7 @@ class ExportCommand(Command):
             aot=aot,
             overwrite=args.overwrite,
             asset_files=args.asset_files,
+            additional_export_config=extra,
         )
         for d in dirs:
             print(f"tzrec export: {d}")
@@ -132,7 +148,23 @@ class PredictCommand(Command):
         # before any input is read (a checkpoint's module reads sample rows)
         check_output(args.predict_output_path, args.overwrite, "--predict_output_path")
         model: Any = args.scripted_model_path
-        if not model:
+        if model:
+            checkpoint_only = [
+                flag
+                for flag, value in (
+                    ("--pipeline_config_path", args.pipeline_config_path),
+                    ("--checkpoint_path", args.checkpoint_path),
+                    ("--tower", args.tower),
+                    ("--edit_config_json", args.edit_config_json),
+                )
+                if value
+            ]
+            if checkpoint_only:
+                raise ConfigError(
+                    f"{', '.join(checkpoint_only)}: only for predicting from a checkpoint; "
+                    "--scripted_model_path serves the export with its own pipeline.config"
+                )
+        else:
             if not (args.checkpoint_path or args.pipeline_config_path):
                 raise ConfigError(
                     "give --scripted_model_path (an exported model directory; a match "

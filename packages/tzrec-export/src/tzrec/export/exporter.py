@@ -1,8 +1,9 @@
 """``export_model``: a trained checkpoint → serving artefacts, checked against eager.
 
-Layout of ``export_dir`` (match models get one sub-directory per tower)::
+Layout of ``export_dir`` (match models get one sub-directory per tower, named as upstream:
+``user/``, ``item/``)::
 
-    <export_dir>/[<tower_name>/]
+    <export_dir>/[user/ | item/]
         scripted_model.pt          TorchScript (default), or with --aot:
         scripted_sparse_model.pt   + aot_dense_model.pt2 (torch.export of the dense part)
         pipeline.config            the config to feed it: its features only, no sampler
@@ -11,8 +12,8 @@ Layout of ``export_dir`` (match models get one sub-directory per tower)::
 Before anything is written the model is switched to its serving view
 (``set_is_inference(True)``), then wrapped (:mod:`tzrec.export.wrappers`). Each artefact is
 loaded back and fed a batch of real rows; its outputs must equal the eager module's within
-``PARITY_ATOL`` or the export fails. The directory appears atomically (written under a
-temporary name, then renamed).
+``PARITY_ATOL`` (and be finite) or the export fails. The directory appears whole or not at
+all, under a lock (:mod:`tzrec.export.atomic`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ ITEM_TOWER = "item_tower"
 
 
 def tower_dir_name(tower: str) -> str:
-    """The sub-directory of ``export_dir`` a tower is written to (``""``: a whole model)."""
-    return tower
+    """The sub-directory of ``export_dir`` a tower is written to, as upstream.
+
+    ``user_tower`` → ``user``, ``item_tower`` → ``item``; ``""`` (a whole model) → ``""``.
+    Readers also accept the former ``user_tower/`` / ``item_tower/`` layout
+    (:func:`tzrec.export.artifact.tower_dir`).
+    """
+    return tower.removesuffix("_tower")
 
 
 def resolve_checkpoint(config: pipeline_pb2.EasyRecConfig, checkpoint_path: str | None) -> Path:
@@ -245,6 +251,7 @@ def export_model(
     aot: bool = False,
     overwrite: bool = False,
     asset_files: str | None = None,
+    additional_export_config: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Export a trained model (the ``default`` exporter, ``tzrec export``); return the dirs.
 
@@ -265,7 +272,13 @@ def export_model(
                     f"--export_dir {out_dir} already exists; pass --overwrite to replace it"
                 )
             return _export_locked(
-                config, out_dir, checkpoint_path, item_input_path, aot, asset_files
+                config,
+                out_dir,
+                checkpoint_path,
+                item_input_path,
+                aot,
+                asset_files,
+                additional_export_config,
             )
     except OSError as e:
         raise OutputError(f"export to {out_dir} failed: {describe_os_error(e)}") from None
@@ -283,6 +296,7 @@ def _export_locked(
     item_input_path: str | None,
     aot: bool,
     asset_files: str | None,
+    additional_export_config: dict[str, Any] | None = None,
 ) -> list[Path]:
     """The export proper, under ``out_dir``'s lock: write a temporary copy, swap it in."""
     checkpoint = resolve_checkpoint(config, checkpoint_path)
@@ -293,8 +307,12 @@ def _export_locked(
     tmp = unique_name(out_dir, TMP_TAG)
     tmp.mkdir()
     written: list[Path] = []
+    from tqdm import tqdm
+
+    bar = tqdm(modules, desc="tzrec export", unit=" artefact", disable=None)
     try:
-        for module in modules:
+        for module in bar:
+            bar.set_postfix_str(module.name or "model")
             sub = tower_dir_name(module.name)
             target = tmp / sub if sub else tmp
             target.mkdir(parents=True, exist_ok=True)
@@ -311,7 +329,7 @@ def _export_locked(
                 raise type(e)(
                     f"exporting {module.name or 'the model'} from {source}: {e}{hint}"
                 ) from None
-            write_artefact(module, cfg, inputs, target, aot, checkpoint)
+            write_artefact(module, cfg, inputs, target, aot, checkpoint, additional_export_config)
             written.append(out_dir / sub if sub else out_dir)
         if asset_files:
             for asset in asset_files.split(","):
@@ -319,6 +337,7 @@ def _export_locked(
         fsync_tree(tmp)
         swap_in(tmp, out_dir)
     finally:
+        bar.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return written
@@ -331,8 +350,13 @@ def write_artefact(
     target: Path,
     aot: bool,
     checkpoint: Path,
+    extra_meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write one artefact (+ config, meta) into ``target`` and check it against eager."""
+    """Write one artefact (+ config, meta) into ``target`` and check it against eager.
+
+    ``extra_meta`` (``--additional_export_config``) is merged into ``model_meta.json`` as
+    upstream merges it into its ``model_acc.json``; a key tzrec writes itself is refused.
+    """
     label = module.name or "model"
     start = time.time()
     with torch.no_grad():
@@ -353,6 +377,12 @@ def write_artefact(
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
     }
+    clash = sorted(set(extra_meta or {}) & (set(meta) | {"parity_max_abs_diff", "parity_rows"}))
+    if clash:
+        raise ConfigError(
+            f"--additional_export_config: {', '.join(clash)} are written by tzrec itself"
+        )
+    meta.update(extra_meta or {})
     write_file(target / META_FILE, json.dumps(meta, indent=2).encode())
     loaded = load_exported(target)
     with torch.no_grad():
@@ -395,6 +425,8 @@ def load_checkpoint_for_predict(
     check_finite_parameters(model, checkpoint)
     model.set_is_inference(True)
     modules = {m.name: m for m in export_modules(model)}
+    if tower and tower not in modules and f"{tower}_tower" in modules:
+        tower = f"{tower}_tower"  # the export directory's name (user, item) works too
     if "" in modules:
         if tower:
             raise ConfigError(f"--tower {tower}: this model has no towers; leave it out")

@@ -281,13 +281,18 @@ def merge_interests(
     top_k: int,
     num_interests: int,
     inner_product: bool,
+    valid_interests: list[int] | None = None,
 ) -> tuple[list[list[list[float]]], list[list[list[str]]]]:
-    """Per request, the best ``top_k`` distinct ids over all its interests (module doc)."""
+    """Per request, the best ``top_k`` distinct ids over its valid, non-zero interests.
+
+    ``valid_interests[r]``: how many of request ``r``'s interests count (default: all).
+    """
     out_d: list[list[list[float]]] = []
     out_i: list[list[list[str]]] = []
     zero = np.linalg.norm(user_emb, axis=-1) == 0.0
     for r in range(len(dists) // num_interests):
-        rows = range(r * num_interests, (r + 1) * num_interests)
+        n = num_interests if valid_interests is None else min(valid_interests[r], num_interests)
+        rows = range(r * num_interests, r * num_interests + n)
         cands = [
             (float(dists[q, j]), found[q, j])
             for q in rows
@@ -410,21 +415,21 @@ def hitrate(
                         f"embeddings {items.shape[1]}"
                     )
                 dists, found = search(index, ids, user, top_k)
+                per_req = (
+                    [int(v or 0) for v in batch.column(num_interests_field).to_pylist()]
+                    if num_interests_field
+                    else None
+                )
                 if topk_across_interests:
                     d_lists, i_lists = merge_interests(
-                        user, dists, found, top_k, num_interests, inner_product
+                        user, dists, found, top_k, num_interests, inner_product, per_req
                     )
-                    per_req = None
+                    per_req = None  # merged: one list per request already
                 else:
                     d3 = dists.reshape(n, num_interests, -1)
                     i3 = found.reshape(n, num_interests, -1)
                     d_lists = [[[float(v) for v in row] for row in req] for req in d3]
                     i_lists = [[[i for i in row if i != ""] for row in req] for req in i3]
-                    per_req = (
-                        [int(v) for v in batch.column(num_interests_field).to_pylist()]
-                        if num_interests_field
-                        else None
-                    )
                 truths = ground_truth(batch.column(gt_items_field))
                 kept, rates, hit_ids, hits, gts = request_hitrates(i_lists, truths, per_req)
                 totals["requests"] += len(kept)

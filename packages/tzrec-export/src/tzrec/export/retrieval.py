@@ -1,9 +1,10 @@
 """Retrieval evaluation of exported towers: faiss over item embeddings, HitRate/Recall@K.
 
-Items of ``item_input_path`` are embedded by ``<export_dir>/item_tower``; requests of
-``eval_input_path`` by ``<export_dir>/user_tower``. An inner-product faiss index (exact
-``IndexFlatIP`` or approximate ``IndexIVFFlat``) returns each request's top K items, which
-are compared with its ground-truth ids (``gt_field``):
+Items of ``item_input_path`` are embedded by ``<export_dir>/item`` (or the former
+``item_tower``); requests of ``eval_input_path`` by ``<export_dir>/user`` (``user_tower``).
+An inner-product faiss index (exact ``IndexFlatIP`` or approximate ``IndexIVFFlat``)
+returns each request's top K items, which are compared with its ground-truth ids
+(``gt_field``):
 
 - HitRate@K: share of requests with at least one ground-truth item in the top K;
 - Recall@K: mean over requests of |top K ∩ ground truth| / |ground truth|.
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from tzrec.core.errors import ConfigError, DataError
-from tzrec.export.artifact import load_exported
-from tzrec.export.predict import iter_predictions
+from tzrec.export.artifact import load_exported, tower_dir
+from tzrec.export.predict import count_rows, iter_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,16 @@ def _embed(path: Path, input_path: str, column: str, batch_size: int) -> tuple[l
     emb_name = [o for o in model.outputs if o.endswith("_emb")]
     if not emb_name:
         raise ConfigError(f"{path}: outputs {model.outputs} hold no '<tower>_emb' embedding")
+    from tqdm import tqdm
+
     keys: list = []
     chunks: list[np.ndarray] = []
-    for reserves, preds, _ in iter_predictions(model, input_path, [column], batch_size):
-        keys.extend(reserves.column(column).to_pylist())
-        chunks.append(preds[emb_name[0]][0].detach().float().numpy())
+    total = count_rows(input_path)
+    with tqdm(desc=f"embedding {path.name}", total=total, unit=" rows", disable=None) as bar:
+        for reserves, preds, _ in iter_predictions(model, input_path, [column], batch_size):
+            keys.extend(reserves.column(column).to_pylist())
+            chunks.append(preds[emb_name[0]][0].detach().float().numpy())
+            bar.update(reserves.num_rows)
     if not chunks:
         raise DataError(f"{input_path}: no rows")
     return keys, np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
@@ -114,18 +120,18 @@ def evaluate_retrieval(
     output_path: str | None = None,
 ) -> dict[str, Any]:
     """Embed, index, search and score (module doc); optionally write the result as JSON."""
-    root = Path(export_dir)
-    for tower in ("user_tower", "item_tower"):
-        if not (root / tower).is_dir():
-            raise ConfigError(f"--export_dir {root}: no {tower}/ (export a match model first)")
-    item_ids, items = _embed(root / "item_tower", item_input_path, item_id_field, batch_size)
+    try:
+        user_dir, item_dir = (tower_dir(export_dir, t) for t in ("user_tower", "item_tower"))
+    except ConfigError as e:
+        raise ConfigError(f"--export_dir {e}") from None
+    item_ids, items = _embed(item_dir, item_input_path, item_id_field, batch_size)
     try:
         ids = np.asarray([int(i) for i in item_ids], dtype=np.int64)
     except (TypeError, ValueError):
         raise DataError(
             f"{item_input_path}: column '{item_id_field}' must hold integer ids"
         ) from None
-    gts, users = _embed(root / "user_tower", eval_input_path, gt_field, batch_size)
+    gts, users = _embed(user_dir, eval_input_path, gt_field, batch_size)
     truths = [_ground_truth(v, gt_delim, gt_first_only) for v in gts]
     keep = [i for i, t in enumerate(truths) if t]
     skipped = len(truths) - len(keep)
