@@ -85,7 +85,15 @@ def sharding_plan(module: nn.Module, device: torch.device) -> Any:
             local_world_size=get_local_size(world),
             compute_device=device.type,
         ),
-        constraints={name: ParameterConstraints(sharding_types=allowed) for name in tables},
+        # on CPU only the fused kernel exists (managed-collision sharders also offer UVM
+        # kernels, which the CPU planner rejects)
+        constraints={
+            name: ParameterConstraints(
+                sharding_types=allowed,
+                compute_kernels=["fused"] if device.type == "cpu" else None,
+            )
+            for name in tables
+        },
     )
     return planner.collective_plan(module, get_default_sharders(), dist.GroupMember.WORLD)
 
