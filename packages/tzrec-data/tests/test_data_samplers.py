@@ -279,10 +279,11 @@ def test_dataset_builds_candidate_sequences_with_bare_attr_names(
     )
     (b,) = list(ParquetDataset(dc, fs, path, mode="train"))
     cand = b.sparse_features["__BASE__"]["cand_seq__video_id"]
-    # 4 positives, 8 negatives wanted -> 2 per positive: rows of 3, 6 and 3 items
-    assert cand.lengths().tolist() == [3, 6, 3]
+    # upstream's layout: rows keep their positives, the 8 shared negatives join the last row
+    assert cand.lengths().tolist() == [1, 2, 9]
     vals = cand.values().tolist()
-    assert vals[0] == 1 and vals[3] == 2 and vals[6] == 3 and vals[9] == 4
+    assert vals[:4] == [1, 2, 3, 4] and not set(vals[4:]) & {1, 2, 3, 4}
+    assert b.additional_infos["cand_pos_lengths"].tolist() == [1, 2, 1]
     assert "__NEG__" not in b.sparse_features
     assert b.sparse_features["__BASE__"]["uih__video_id"].lengths().tolist() == [2, 0, 1]
 
@@ -311,14 +312,18 @@ def test_candidate_negatives_are_capped_to_fit_sequence_length(
             dc,
         )
 
-    # 8 negatives over 4 positives = 2 each; the 2-positive row needs 6 > 5 items: 1 each
+    # sequence_length bounds the rows: the 8 shared negatives fill the free slots from the
+    # last row back (4 + 3 + 1), in order
     (b,) = list(ParquetDataset(dc, features(5), path, mode="train"))
     cand = b.sparse_features["__BASE__"]["cand_seq__video_id"]
-    assert cand.lengths().tolist() == [2, 4, 2]
-    assert cand.values().tolist()[0] == 1 and cand.values().tolist()[4] == 3
-    assert "would not fit sequence_length 5" in caplog.text
-    with pytest.raises(ConfigError, match=r"needs at least 4 candidate items, but 'cand_seq'"):
-        list(ParquetDataset(dc, features(3), path, mode="train"))
+    assert cand.lengths().tolist() == [2, 5, 5]
+    vals = cand.values().tolist()
+    assert [vals[0], vals[2], vals[3], vals[7]] == [1, 2, 3, 4]
+    assert b.additional_infos["cand_pos_lengths"].tolist() == [1, 2, 1]
+    # only 5 free slots for 8 negatives: a short batch uses 5 and says so
+    (b,) = list(ParquetDataset(dc, features(3), path, mode="train"))
+    assert b.sparse_features["__BASE__"]["cand_seq__video_id"].lengths().tolist() == [3, 3, 3]
+    assert "has 5 free slots in 'cand_seq' (sequence_length 3) for 8 negatives" in caplog.text
 
 
 def _sampler_features(feature_configs, dc):

@@ -2,16 +2,17 @@
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 
 from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config, parse_pipeline_config
-from tzrec.core.errors import ConfigError
+from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.hstu import examples
-from tzrec.hstu.hstu_match import candidate_similarity, gather_last
+from tzrec.hstu.hstu_match import MASKED_SIMILARITY, candidate_similarity, gather_last
 from tzrec.kernels import jagged_reverse_index
 from tzrec.protos import model_pb2, simi_pb2
 
@@ -73,30 +74,90 @@ def test_newest_first_histories_match_oldest_first_ones(small_data):
     torch.testing.assert_close(model.user_tower(flipped), expected)
 
 
-def test_candidate_similarity_scores_each_user_against_its_candidates():
-    users = torch.randn(3, 4)
-    items = torch.randn(3 * 5, 4)
-    sim = candidate_similarity(users, items, torch.tensor([5, 5, 5]))
-    assert sim.shape == (3, 5)
-    torch.testing.assert_close(sim[1, 2], users[1] @ items[5 + 2])
-    in_batch = candidate_similarity(users, items, torch.tensor([5, 5, 5]), in_batch_negative=True)
-    assert in_batch.shape == (3, 3)
-    torch.testing.assert_close(in_batch[0, 2], users[0] @ items[10])
+def test_candidate_similarity_is_upstreams_per_positive_layout():
+    # two rows: user 0 has positives p0, p1; user 1 has p2, then the batch's negatives
+    # (simple n0, n1, then one hard h0 that belongs to query 2)
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [1.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    sim = candidate_similarity(
+        users,
+        items,
+        candidate_lengths=torch.tensor([2, 4]),
+        pos_lengths=torch.tensor([2, 1]),
+        hard_neg_indices=torch.tensor([[2, 0]]),
+    )
+    m = MASKED_SIMILARITY
+    expected = torch.tensor([[1.0, 1.0, 2.0, m], [3.0, 1.0, 2.0, m], [6.0, 1.0, 0.0, 3.0]])
+    torch.testing.assert_close(sim, expected)
+    # without hard negatives: (Q, 1 + M) against the shared simple negatives
+    sim = candidate_similarity(users, items[:5], torch.tensor([2, 3]), torch.tensor([2, 1]))
+    torch.testing.assert_close(sim, expected[:, :3])
+    # no sampler: every candidate is a positive query of its row
+    sim = candidate_similarity(users, items[:3], torch.tensor([2, 1]))
+    torch.testing.assert_close(sim, torch.tensor([[1.0], [3.0], [6.0]]))
 
 
-def test_differing_candidate_counts_are_a_config_error():
-    with pytest.raises(ConfigError, match="same number of candidates"):
-        candidate_similarity(torch.randn(2, 4), torch.randn(5, 4), torch.tensor([2, 3]))
+def test_in_batch_negatives_need_one_positive_per_row():
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]])
+    sim = candidate_similarity(
+        users, items, torch.tensor([1, 2]), torch.tensor([1, 1]), in_batch_negative=True
+    )
+    torch.testing.assert_close(sim, torch.tensor([[1.0, 3.0], [2.0, 4.0]]))
+    with pytest.raises(DataError, match="in_batch_negative with multi-positive rows"):
+        candidate_similarity(
+            users, items, torch.tensor([2, 1]), torch.tensor([2, 1]), in_batch_negative=True
+        )
+
+
+def test_rows_without_a_positive_or_mismatched_rows_are_refused():
+    with pytest.raises(DataError, match="at least one positive"):
+        candidate_similarity(torch.randn(2, 4), torch.randn(3, 4), torch.tensor([3, 0]))
+    with pytest.raises(ConfigError, match="candidate group has 3 rows"):
+        candidate_similarity(torch.randn(2, 4), torch.randn(3, 4), torch.tensor([1, 1, 1]))
+
+
+def test_multi_positive_rows_train_with_shared_negatives(small_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(small_data["train"])
+    cands = table.column("cand_seq__video_id").to_pylist()
+    hist = table.column("uih_seq__video_id").to_pylist()
+    # rows get 1, 2 or 3 positives (the next item plus up to two history items)
+    multi = [
+        "|".join([c, *(h.split("|")[: i % 3] if h else [])])
+        for i, (c, h) in enumerate(zip(cands, hist, strict=True))
+    ]
+    path = tmp_path / "multi.parquet"
+    pq.write_table(
+        table.set_column(
+            table.column_names.index("cand_seq__video_id"), "cand_seq__video_id", pa.array(multi)
+        ),
+        path,
+    )
+    model, batch = model_and_batch({**small_data, "train": str(path)})
+    pos = batch.additional_infos["cand_pos_lengths"]
+    assert set(pos.tolist()) > {1}
+    q = int(pos.sum())
+    pred = model.predict(batch)
+    assert pred["similarity"].shape == (q, 1 + 16 * 7)
+    assert pred["item_emb"].shape == (q + 16 * 7, 16)
+    loss = model.loss(pred, batch)["softmax_cross_entropy"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    model.update_metric(pred, batch)
+    assert set(model.compute_metric()) == {"recall@1", "recall@5"}
 
 
 def test_forward_loss_backward_on_example_data(small_data):
     model, batch = model_and_batch(small_data)
     pred = model.predict(batch)
-    assert pred["similarity"].shape == (batch.batch_size, 8)
+    # one positive per row, 16 * 7 shared negatives
+    assert pred["similarity"].shape == (batch.batch_size, 1 + 16 * 7)
     assert pred["user_emb"].shape == (batch.batch_size, 16)
-    assert pred["item_emb"].shape == (batch.batch_size * 8, 16)
+    assert pred["item_emb"].shape == (batch.batch_size + 16 * 7, 16)
     # COSINE: both towers are unit-norm
-    torch.testing.assert_close(pred["item_emb"].norm(dim=1), torch.ones(batch.batch_size * 8))
+    torch.testing.assert_close(pred["item_emb"].norm(dim=1), torch.ones(batch.batch_size + 16 * 7))
     loss = model.loss(pred, batch)["softmax_cross_entropy"]
     assert torch.isfinite(loss)
     loss.backward()

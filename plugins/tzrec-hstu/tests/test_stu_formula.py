@@ -10,6 +10,7 @@ with eps 1e-6 for both norms and the id-based mask of ``ref_mask``.
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from tzrec.core.errors import ConfigError
 from tzrec.hstu.stu import STULayer, STUStack, load_upstream_hstu, upstream_key_map
 from tzrec.kernels import hstu_attention_mask
 from tzrec.protos import module_pb2
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs/examples/hstu_match_kuairand.config"
 
 
 def stu_config(**kw) -> module_pb2.STU:
@@ -298,3 +301,18 @@ def test_upstream_loader_refuses_layer_and_shape_mismatches():
     holder.stu = STUStack(stu_config(), num_layers=1)
     with pytest.raises(ConfigError, match="has shape"):
         load_upstream_hstu(holder, one)
+
+
+def test_every_stu_field_is_declared_to_the_config_check():
+    from tzrec.core.config import load_pipeline_config
+    from tzrec.core.support import check_supported_fields
+
+    config = load_pipeline_config(str(EXAMPLE))
+    stu = config.model_config.hstu_match.user_tower.hstu.stu
+    stu.scaling_seqlen = 20
+    stu.contextual_seq_len = 1
+    stu.recompute_normed_x = stu.recompute_uvqk = stu.recompute_y = False
+    stu.sort_by_length = False
+    stu.sla_k1 = 0
+    stu.sla_k2 = 0
+    assert check_supported_fields(config, allow_unsupported=False) == []

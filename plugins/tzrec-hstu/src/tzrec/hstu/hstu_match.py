@@ -25,17 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tzrec.core.errors import ConfigError
+from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import (
     BaseFeature,
     Batch,
     create_features,
     project_grouped_sequence_feature_to_scalar,
 )
+from tzrec.data.samplers import CAND_POS_LENGTHS, HARD_NEG_INDICES
 from tzrec.hstu.pipeline import HISTORY_ROLES, QUERY_TIME, HSTUEncoder
 from tzrec.hstu.pipeline import role_groups as pipeline_role_groups
 from tzrec.hstu.preprocessors import CONTEXTUAL
-from tzrec.kernels import Kernel, jagged_last
+from tzrec.kernels import Kernel, jagged_last, jagged_positions
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.models.match import MatchModel
@@ -235,38 +236,67 @@ def _project(x: torch.Tensor, output: nn.Module | None, normalize: bool) -> torc
     return F.normalize(x, p=2.0, dim=-1, eps=1e-6) if normalize else x
 
 
+IN_BATCH_MULTI_POSITIVE = (
+    "HSTUMatch does not support in_batch_negative with multi-positive rows (Q queries from "
+    "B users make the B×B in-batch path ill-defined); use a negative_sampler / "
+    "hard_negative_sampler instead"
+)
+#: score of an absent hard negative (upstream subtracts 1e32: it never ranks, softmax ~ 0)
+MASKED_SIMILARITY = -1.0e32
+
+
 def candidate_similarity(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     candidate_lengths: torch.Tensor,
+    pos_lengths: torch.Tensor | None = None,
+    hard_neg_indices: torch.Tensor | None = None,
     in_batch_negative: bool = False,
 ) -> torch.Tensor:
-    """Score (sum_candidates, D) items against (B, D) users as (B, 1 + num_neg).
+    """Upstream HSTUMatch scores: one query per positive, against shared negatives.
 
-    Every row must carry the same number of candidates (its positive first). With
-    ``in_batch_negative`` only each row's positive is used and the result is (B, B).
+    ``item_emb`` holds every row's candidates, row by row: its ``pos_lengths[b]``
+    positives, then (in some rows) a slice of the batch's negatives, ``num_sample`` simple
+    ones followed by the hard ones. With the user embedding repeated once per positive
+    (``Q`` queries), the result is ``(Q, 1 + M + H)``: column 0 the query's own positive,
+    then all ``M`` simple negatives, then the hard-negative slots of
+    ``hard_neg_indices`` ((query, slot) pairs; unfilled slots score
+    :data:`MASKED_SIMILARITY`). ``in_batch_negative`` (one positive per row only) gives the
+    ``(B, B)`` scores of every user against every row's positive.
 
     Raises:
-        ConfigError: rows with differing (or zero) candidate counts.
+        ConfigError: a row count mismatch.
+        DataError: a row without positives; in-batch negatives with multi-positive rows.
     """
     batch = user_emb.shape[0]
     if candidate_lengths.numel() != batch:
         raise ConfigError(
             f"candidate group has {candidate_lengths.numel()} rows but the batch has {batch}"
         )
-    counts = torch.unique(candidate_lengths)
-    if counts.numel() != 1 or int(counts[0]) < 1:
-        raise ConfigError(
-            "hstu_match needs the same number of candidates in every row (the positive "
-            f"followed by num_neg negatives), got counts {sorted(counts.tolist())}; give every "
-            "row exactly one positive in its candidate sequence and use a negative sampler "
-            "with item_id_field set to that sequence"
-        )
-    num = int(counts[0])
-    items = item_emb.reshape(batch, num, -1)
+    lengths = candidate_lengths.to(torch.int64).reshape(-1)
+    pos_lengths = lengths if pos_lengths is None else pos_lengths.to(lengths.device, torch.int64)
+    if batch and int(pos_lengths.min()) < 1:
+        raise DataError("hstu_match: every row needs at least one positive candidate")
+    offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+    rows, within = jagged_positions(offsets, item_emb.shape[0])
+    is_pos = within < pos_lengths[rows]
+    positives, negatives = item_emb[is_pos], item_emb[~is_pos]
+    query = user_emb.repeat_interleave(pos_lengths, dim=0)
     if in_batch_negative:
-        return user_emb @ items[:, 0].T
-    return torch.einsum("bd,bkd->bk", user_emb, items)
+        if bool((pos_lengths != 1).any()):
+            raise DataError(IN_BATCH_MULTI_POSITIVE)
+        return query @ positives.T
+    own = (query * positives).sum(dim=-1, keepdim=True)
+    n_hard = 0 if hard_neg_indices is None else int(hard_neg_indices.shape[0])
+    simple = negatives[: negatives.shape[0] - n_hard]
+    parts = [own, query @ simple.T]
+    if hard_neg_indices is not None and n_hard > 0:
+        hard = negatives[negatives.shape[0] - n_hard :]
+        idx = hard_neg_indices.to(query.device, torch.int64)
+        scores = (query.index_select(0, idx[:, 0]) * hard).sum(dim=-1)
+        dense = query.new_full((query.shape[0], int(idx[:, 1].max()) + 1), MASKED_SIMILARITY)
+        parts.append(dense.index_put((idx[:, 0], idx[:, 1]), scores))
+    return torch.cat(parts, dim=1)
 
 
 class HSTUMatch(MatchModel):
@@ -340,6 +370,14 @@ class HSTUMatch(MatchModel):
         """(sum_candidates, D) item embeddings (L2-normalised only for COSINE)."""
         return _project(self.item_tower(grouped), self.item_output, self.normalize)
 
+    def _sample_weight(self, batch: Batch) -> torch.Tensor | None:
+        """Row weights repeated once per positive (one query per positive)."""
+        weight = super()._sample_weight(batch)
+        pos = batch.additional_infos.get(CAND_POS_LENGTHS)
+        if weight is None or pos is None:
+            return weight
+        return weight.reshape(-1).repeat_interleave(pos.to(weight.device, torch.int64))
+
     def export_towers(self) -> dict[str, nn.Module]:
         """``user_tower`` and ``item_tower`` (scalar view), reading ``embedding_group``."""
         user_names = {n for g in self.user_groups for n in group_feature_names(g)}
@@ -357,7 +395,7 @@ class HSTUMatch(MatchModel):
         return {"user_tower": user, "item_tower": item}
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """User/item embeddings and the (B, 1 + num_neg) similarity / temperature."""
+        """User/item embeddings and the (Q, 1 + M + H) similarity / temperature (see above)."""
         grouped = self.user_tower.encoder.exact_timestamps(self.embedding_group(batch), batch)
         user_emb = self.user_embedding(grouped)
         if self._is_inference:  # serving view: users only (items export via the item tower)
@@ -367,6 +405,8 @@ class HSTUMatch(MatchModel):
             user_emb,
             item_emb,
             grouped[sequence_length_key(self.item_tower.input)],
+            batch.additional_infos.get(CAND_POS_LENGTHS),
+            batch.additional_infos.get(HARD_NEG_INDICES),
             self._in_batch_negative,
         )
         return {"similarity": sim / self._temperature, "user_emb": user_emb, "item_emb": item_emb}

@@ -103,6 +103,14 @@ SUPPORTED_FIELDS = (
     "STU.max_attn_len",
     "STU.attn_alpha",
     "STU.use_group_norm",
+    "STU.contextual_seq_len",
+    "STU.scaling_seqlen",
+    "STU.recompute_normed_x",
+    "STU.recompute_uvqk",
+    "STU.recompute_y",
+    "STU.sort_by_length",  # a GPU scheduling hint upstream: results are the same either way
+    "STU.sla_k1",  # > 0 refused by tzrec.hstu.stu.check_stu_config (no semi-local attention)
+    "STU.sla_k2",
     "GRPositionalEncoder.num_position_buckets>0",
     "GRPositionalEncoder.num_time_buckets",
     "GRPositionalEncoder.use_time_encoding",

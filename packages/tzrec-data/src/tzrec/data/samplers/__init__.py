@@ -1,7 +1,7 @@
 """Native negative samplers (numpy / pyarrow) and how their negatives join a batch."""
 
 from tzrec.data.samplers.base import HARD_NEG_INDICES, BaseSampler, build_sampler_input
-from tzrec.data.samplers.candidates import combine_neg_as_candidate_sequence
+from tzrec.data.samplers.candidates import CAND_POS_LENGTHS, combine_neg_as_candidate_sequence
 from tzrec.data.samplers.join import NegativeJoin, build_negative_join
 from tzrec.data.samplers.negative import (
     HardNegativeSampler,
@@ -11,6 +11,7 @@ from tzrec.data.samplers.negative import (
 )
 
 __all__ = [
+    "CAND_POS_LENGTHS",
     "HARD_NEG_INDICES",
     "BaseSampler",
     "HardNegativeSampler",
