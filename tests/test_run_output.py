@@ -23,9 +23,10 @@ def test_sampled_candidates_follow_the_sampler_layout():
     dssm = load_pipeline_config(EXAMPLES / "dssm.config")
     assert sampled_candidates(dssm) == 1 + 128  # negatives appended to the batch
     hstu = load_pipeline_config(EXAMPLES / "hstu_match_kuairand.config")
-    assert sampled_candidates(hstu) == 1 + 960 // 64  # ceil(960 / 64) per candidate sequence
+    # HSTUMatch (upstream layout): every positive against the batch's shared negatives
+    assert sampled_candidates(hstu) == 1 + 960
     edit_config(hstu, {"data_config.batch_size": 100})
-    assert sampled_candidates(hstu) == 1 + 10  # ceil(9.6)
+    assert sampled_candidates(hstu) == 1 + 960
     dssm.data_config.ClearField("negative_sampler")
     assert sampled_candidates(dssm) is None
     dssm.model_config.dssm.in_batch_negative = True

@@ -251,9 +251,9 @@ def sampled_candidates(config: pipeline_pb2.EasyRecConfig) -> int | None:
     """How many candidates a match model's eval recall@K ranks per request, if known.
 
     The positive plus the negative sampler's eval negatives: ``num_eval_sample`` (else
-    ``num_sample``) appended per batch, or ``ceil(n / batch_size)`` per row when
-    ``item_id_field`` is a candidate sequence; ``batch_size`` with in-batch negatives only.
-    None when the layout is not one of these.
+    ``num_sample``) shared by the batch (a candidate-sequence ``item_id_field`` too, as
+    upstream's HSTUMatch scores them; hard negatives come on top); ``batch_size`` with
+    in-batch negatives only. None when the layout is not one of these.
     """
     dc = config.data_config
     chosen = which_oneof(dc, "sampler")
@@ -265,14 +265,6 @@ def sampled_candidates(config: pipeline_pb2.EasyRecConfig) -> int | None:
         return None
     sampler = chosen[1]
     n = int(getattr(sampler, "num_eval_sample", 0) or getattr(sampler, "num_sample", 0))
-    item_field = str(getattr(sampler, "item_id_field", ""))
-    sequences = {
-        fc.sequence_feature.sequence_name
-        for fc in config.feature_configs
-        if fc.WhichOneof("feature") == "sequence_feature"
-    }
-    if "__" in item_field and item_field.split("__", 1)[0] in sequences:
-        return 1 + -(-n // max(int(dc.batch_size), 1))
     return 1 + n if n else None
 
 
