@@ -284,7 +284,7 @@ class BaseDataset(IterableDataset):
         stripe: tuple[int, int] | None = None
         if 0 < len(units) < num_shards:
             # Fewer files/row groups than shards: every shard reads all of them and keeps
-            # every num_shards-th chunk of rows, so no rank or worker is left without data.
+            # its slice of each record batch, so no rank or worker is left without data.
             my_units, stripe = units, (shard, num_shards)
         else:
             my_units = units[shard::num_shards]
@@ -292,11 +292,17 @@ class BaseDataset(IterableDataset):
         if self._negatives is not None:
             self._negatives.set_seed(int(rng.integers(1 << 62)))
         columns = self._needed_columns()
-        stream = self._stream(my_units, columns, stripe)
-        if self.shuffle:
-            stream = self._shuffle_buffer(stream, rng)
+        if self.mode == "eval" and self.world_size > 1:
+            # every row exactly once, every rank the same number of batches (ranks step
+            # together, so a rank running out early would stop the others)
+            tables = self._eval_share(units, columns)
+        else:
+            stream = self._stream(my_units, columns, stripe)
+            if self.shuffle:
+                stream = self._shuffle_buffer(stream, rng)
+            tables = self._rebatch(stream)
         self._pass_nonfinite = {}
-        for table in self._rebatch(stream):
+        for table in tables:
             batch = self._to_batch(table)
             if batch is not None:
                 self._add_stat(2, 1)
@@ -309,12 +315,98 @@ class BaseDataset(IterableDataset):
                 ", ".join(f"'{c}': {n}" for c, n in self._pass_nonfinite.items()),
             )
 
+    def _unit_rows(self, units: list[tuple]) -> list[int] | None:
+        """Rows of each unit, known before reading (``None``: this reader cannot tell)."""
+        return None
+
+    def _eval_plan(self, rows: list[int] | None) -> tuple[list[int], int]:
+        """Split all evaluation rows into ``world_size * k`` batches, ``k`` per rank.
+
+        ``k = ceil(rows / (world_size * batch_size))`` batches per rank, the rows spread
+        evenly over them (at most ``batch_size`` each): every rank evaluates the same
+        number of batches and together they read every row once.
+
+        Raises:
+            DataError: the reader cannot count rows up front, or there are fewer rows than
+                ranks (a rank would evaluate nothing).
+        """
+        world = self.world_size
+        if rows is None:
+            raise DataError(
+                f"{self.input_path}: evaluation with {world} processes needs row counts up "
+                f"front, which {type(self).__name__} does not have; convert the data to "
+                "parquet or evaluate with one process"
+            )
+        total = int(sum(rows))
+        if total < world:
+            raise DataError(
+                f"{self.input_path}: {total} rows to evaluate cannot give each of the {world} "
+                f"ranks (world size {world}) data; evaluate with at most {max(total, 1)} "
+                "process(es)"
+            )
+        k = max(1, min(-(-total // (world * self.batch_size)), total // world))
+        batches = world * k
+        base, extra = divmod(total, batches)
+        sizes = [base + 1] * extra + [base] * (batches - extra)
+        return sizes, k
+
+    def _eval_share(self, units: list[tuple], columns: list[str]) -> Iterator[pa.Table]:
+        """This rank's (and worker's) evaluation batches: a contiguous range of rows."""
+        rows = self._unit_rows(units)
+        sizes, k = self._eval_plan(rows)
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        # this rank's batches, split into contiguous blocks for its DataLoader workers
+        first = self.rank * k + (k * wid) // nw
+        last = self.rank * k + (k * (wid + 1)) // nw
+        mine = sizes[first:last]
+        if not mine:
+            return
+        begin = int(sum(sizes[:first]))
+        end = begin + int(sum(mine))
+        starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        picked = [
+            (u, int(starts[i]))
+            for i, u in enumerate(units)
+            if starts[i] < end and starts[i + 1] > begin
+        ]
+        pos = picked[0][1] if picked else begin
+        pending: list[pa.Table] = []
+        have = 0
+        todo = list(mine)
+        for rb in self._read_units([u for u, _ in picked], columns):
+            n = rb.num_rows
+            lo, hi = max(begin - pos, 0), min(end - pos, n)
+            pos += n
+            if hi <= lo:
+                continue
+            piece = pa.Table.from_batches([rb.slice(lo, hi - lo)])
+            self._add_stat(0, piece.num_rows)
+            pending.append(piece)
+            have += piece.num_rows
+            while todo and have >= todo[0]:
+                table = pa.concat_tables(pending)
+                yield table.slice(0, todo[0])
+                rest = table.slice(todo[0])
+                have -= todo.pop(0)
+                pending = [rest] if rest.num_rows else []
+            if pos >= end:
+                break
+        if todo:
+            raise DataError(
+                f"{self.input_path}: the files hold fewer rows than their metadata says "
+                f"(rank {self.rank} of {self.world_size} is {sum(todo)} rows short)"
+            )
+
     def _stream(
         self, units: list[tuple], columns: list[str], stripe: tuple[int, int] | None = None
     ) -> Iterator[pa.Table]:
-        for i, rb in enumerate(self._read_units(units, columns)):
-            if stripe is not None and i % stripe[1] != stripe[0]:
-                continue
+        for rb in self._read_units(units, columns):
+            if stripe is not None:
+                # each shard keeps its contiguous slice of every record batch: shares differ
+                # by at most one row per record batch, and no shard is left without rows
+                n, (k, of) = rb.num_rows, stripe
+                rb = rb.slice(n * k // of, n * (k + 1) // of - n * k // of)
             if rb.num_rows:
                 self._add_stat(0, rb.num_rows)
                 yield pa.Table.from_batches([rb])

@@ -65,6 +65,10 @@ class ParquetDataset(BaseDataset):
                 start += n
         return units
 
+    def _unit_rows(self, units: list[tuple]) -> list[int] | None:
+        """Rows of each row group, from the file metadata."""
+        return [self._open(self.files[u[0]]).metadata.row_group(u[1]).num_rows for u in units]
+
     def _read_unit(self, unit: tuple, columns: list[str]) -> Iterator[pa.RecordBatch]:
         return self._read_run(unit[0], [unit], columns)
 
