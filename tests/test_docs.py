@@ -52,3 +52,66 @@ def test_upstream_alias_help_and_flag_table_are_documented(module, monkeypatch):
     assert f"\n## python -m {module}\n" in doc and out in doc, STALE
     table = doc[doc.index("\n## Upstream flags\n") :]
     assert f"`python -m {module}` = `tzrec " in table
+
+
+# -- runnable walkthroughs ---------------------------------------------------------------
+
+#: A fenced block opening with this info string is executed by the test below.
+RUNNABLE = "```bash runnable"
+DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+#: What a walkthrough promises to leave behind (globs, relative to its directory).
+EXPECTED_FILES = {
+    "README.md": [
+        "data/dssm/train.parquet",
+        "runs/dssm/model.ckpt-*/done",
+        "runs/dssm/export/user/scripted_model.pt",
+        "runs/dssm/export/item/scripted_model.pt",
+        "out/users.parquet",
+    ],
+}
+
+
+def runnable_blocks(path):
+    """The ``bash runnable`` blocks of a markdown file, in order, with their first line."""
+    blocks, current, start = [], None, 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if current is None and line.strip() == RUNNABLE:
+            current, start = [], number + 1
+        elif current is not None and line.strip() == "```":
+            blocks.append((start, "\n".join(current) + "\n"))
+            current = None
+        elif current is not None:
+            current.append(line)
+    assert current is None, f"{path}: unclosed {RUNNABLE} block at line {start}"
+    return blocks
+
+
+def test_runnable_blocks_are_found():
+    blocks = runnable_blocks(REPO_ROOT / "README.md")
+    assert len(blocks) >= 2
+    assert any("tzrec synth-data" in text for _, text in blocks)
+
+
+@pytest.mark.parametrize("doc", [p for p in DOC_FILES if runnable_blocks(p)], ids=lambda p: p.name)
+def test_runnable_walkthrough_runs_as_written(doc, tmp_path):
+    """Every ``bash runnable`` block of ``doc`` in order, in a fresh directory (as a clone's
+    root: ``docs/`` is linked in), with ``uv run`` pointed at this workspace."""
+    import os
+
+    (tmp_path / "docs").symlink_to(REPO_ROOT / "docs")
+    env = {**os.environ, "UV_PROJECT": str(REPO_ROOT), "UV_FROZEN": "1", "COLUMNS": "100"}
+    for line, text in runnable_blocks(doc):
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", text],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, (
+            f"{doc.name}:{line}: block failed (exit {proc.returncode})\n{text}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
+    for pattern in EXPECTED_FILES.get(doc.name, []):
+        assert list(tmp_path.glob(pattern)), f"{doc.name}: the walkthrough wrote no {pattern}"
