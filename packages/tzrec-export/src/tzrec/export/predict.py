@@ -6,7 +6,9 @@ labels, no sampler), so it parses exactly as in training. Every output row holds
 all): a 1-D output is a float column, a 2-D one (an embedding) a ``list<float>`` column.
 Models that predict one row per candidate (DlrmHSTU) write each input row's candidates as
 one list. Rows the reader skips (malformed, with ``TZREC_DATA_BAD_ROWS=skip``) are counted
-and reported; every other row comes out, in input order per reader worker.
+and reported; every other row comes out, in input order per reader worker. Output rows
+holding NaN/inf are counted per column and reported. The output (a directory of part files,
+or one ``.parquet`` file) is checked first and appears whole (:mod:`tzrec.export.outputs`).
 """
 
 from __future__ import annotations
