@@ -344,3 +344,13 @@ def test_bad_param_map_line_is_config_error(tmp_path):
         read_param_map(f)
     with pytest.raises(ConfigError, match="fine_tune_ckpt_param_map: .*missing.txt"):
         read_param_map(tmp_path / "missing.txt")
+
+
+def test_two_tensors_mapped_to_one_checkpoint_entry_both_load_it(tmp_path):
+    src = _model(seed=5)
+    path = CheckpointStore(tmp_path).save(1, src)
+    target = nn.ModuleDict({"a": nn.Linear(3, 4), "b": nn.Linear(3, 4)})
+    report = load_partial(path, target, {"a.weight": "0.weight", "b.weight": "0.weight"})
+    torch.testing.assert_close(target["a"].weight, src[0].weight)
+    torch.testing.assert_close(target["b"].weight, src[0].weight)
+    assert report.remapped == {"a.weight": "0.weight", "b.weight": "0.weight"}

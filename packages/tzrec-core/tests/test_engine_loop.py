@@ -16,7 +16,7 @@ from tzrec.core.engine import checkpoint as ckpt_mod
 from tzrec.core.engine import guards, loop
 from tzrec.core.engine.engine import Engine
 from tzrec.core.engine.lock import DirLock, LockedError
-from tzrec.core.errors import DataError
+from tzrec.core.errors import ConfigError, DataError
 
 ROWS, BATCH = 192, 32  # 6 batches per epoch
 
@@ -332,3 +332,48 @@ def test_train_metrics_are_logged_and_written_to_tensorboard(
     assert seen == [(torch.float32, BATCH)] * 4
     assert written == [(2, {"batches": 2.0}), (4, {"batches": 4.0})]
     assert "train metrics at step 4: batches:4.000000" in caplog.text
+
+
+def _table(engine, feature):
+    for name, value in engine.dmp.state_dict().items():
+        if "embedding_bags" in name and f".{feature}" in name:
+            return name, value.local_shards()[0].tensor
+    raise AssertionError(f"no table for {feature}")
+
+
+def test_fine_tune_ckpt_param_map_loads_a_renamed_table(data_path, tmp_path):
+    from tzrec.core import build
+    from tzrec.core.engine.distributed import init_distributed
+
+    base_dir = tmp_path / "base"
+    loop.train_and_evaluate(_config(data_path, base_dir, num_steps=4))
+    config = _config(data_path, tmp_path / "tuned", num_steps=4)
+    features = build.create_features(config)
+    engine = Engine(config, build.build_model(config, features), init_distributed(), True)
+    user_name, _ = _table(engine, "user_id")
+    item_name, _ = _table(engine, "item_id")
+    base = Engine(config, build.build_model(config, features), init_distributed(), True)
+    base.restore(base_dir / "model.ckpt-4")
+    map_file = tmp_path / "map.txt"
+    map_file.write_text(f"# user table from the base run's item table\n{user_name} {item_name}\n")
+    report = engine.fine_tune_from(base_dir / "model.ckpt-4", ckpt_mod.read_param_map(map_file))
+    assert report.remapped == {user_name: item_name}
+    assert torch.equal(_table(engine, "user_id")[1], _table(base, "item_id")[1])
+    assert torch.equal(_table(engine, "item_id")[1], _table(base, "item_id")[1])
+
+
+def test_param_map_problems_are_one_line_before_training(data_path, tmp_path):
+    base_dir = tmp_path / "base"
+    loop.train_and_evaluate(_config(data_path, base_dir, num_steps=4))
+    map_file = tmp_path / "map.txt"
+    map_file.write_text("model.nope.weight model.final.weight\n")
+    config = _config(data_path, tmp_path / "tuned", num_steps=4)
+    config.train_config.fine_tune_checkpoint = str(base_dir)
+    config.train_config.fine_tune_ckpt_param_map = str(map_file)
+    with pytest.raises(ConfigError, match="fine_tune_ckpt_param_map: model.nope.weight is not"):
+        loop.train_and_evaluate(config)
+    config.ClearField("train_config")
+    config.MergeFrom(_config(data_path, tmp_path / "other", num_steps=4))
+    config.train_config.fine_tune_ckpt_param_map = str(map_file)
+    with pytest.raises(ConfigError, match="is set but there is no fine_tune_checkpoint"):
+        loop.train_and_evaluate(config)

@@ -327,7 +327,8 @@ def load_partial(
     except Exception as e:
         raise CheckpointError(f"{p}: not a readable tzrec checkpoint ({e})") from None
     report = LoadReport()
-    by_source: dict[str, Any] = {}
+    # one round per use of a checkpoint entry: two tensors mapped to one entry both load it
+    rounds: list[dict[str, Any]] = []
     for name, value in own.items():
         src = param_map.get(name, name)
         saved = meta.get(f"model.{src}")
@@ -340,22 +341,28 @@ def load_partial(
             continue
         if src != name:
             report.remapped[name] = src
-        by_source[src] = value
+        free = next((r for r in rounds if src not in r), None)
+        if free is None:
+            free = {}
+            rounds.append(free)
+        free[src] = (name, value)
         report.loaded.append(name)
-    if not by_source:
+    if not rounds:
         raise CheckpointError(f"{p}: shares no weights with this model; nothing to fine-tune")
-    try:
-        dcp.load(
-            {"model": by_source},
-            checkpoint_id=storage,
-            planner=DefaultLoadPlanner(allow_partial_load=True),
-            no_dist=not dist.is_initialized(),
-        )
-    except (Exception, CheckpointException) as e:
-        raise _storage_error(p, e) from None
-    # dcp loads in place; the names the model knows them by
-    inverse = {report.remapped.get(n, n): n for n in report.loaded}
-    model.load_state_dict({inverse[src]: v for src, v in by_source.items()}, strict=False)
+    loaded: dict[str, Any] = {}
+    for by_source in rounds:
+        try:
+            dcp.load(
+                {"model": {src: value for src, (_, value) in by_source.items()}},
+                checkpoint_id=storage,
+                planner=DefaultLoadPlanner(allow_partial_load=True),
+                no_dist=not dist.is_initialized(),
+            )
+        except (Exception, CheckpointException) as e:
+            raise _storage_error(p, e) from None
+        # dcp loads in place; keep them under the names the model knows them by
+        loaded.update({name: value for name, value in by_source.values()})
+    model.load_state_dict(loaded, strict=False)
     return report
 
 
