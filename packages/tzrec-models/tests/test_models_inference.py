@@ -229,3 +229,47 @@ def test_unsupported_table_data_types_are_one_line(tmp_path, data_type):
         match=f"feature 'user_id': data_type {data_type} is not supported; use one of FP32, FP16",
     ):
         GroupLayout(ds.features, config.model_config.feature_groups)
+
+
+@pytest.mark.parametrize("quant", [("INT8", "FP32"), ("FP16", "FP16"), ("INT8", "INT8")])
+def test_quantized_serving_lookups_stay_within_the_stated_tolerance(tmp_path, quant):
+    """QUANT_EMB (pooled tables) / QUANT_EC_EMB (sequence tables) storage on export.
+
+    Tolerance per looked-up value: INT8 row-wise ``(max - min) / 255 / 2`` of its row (sums
+    add one bound per pooled id); FP16 ``2**-11`` relative.
+    """
+    from tzrec.models.inference import quant_types_from_env
+
+    config, ds = dataset(tmp_path)
+    groups = list(config.model_config.feature_groups)
+    torch.manual_seed(0)
+    eg = EmbeddingGroup(ds.features, groups)
+    batch = next(iter(ds))
+    exact = InferenceEmbeddingGroup.from_embedding_group(eg, ds.features, groups)
+    served = InferenceEmbeddingGroup.from_embedding_group(eg, ds.features, groups, quant)
+    scripted = torch.jit.script(served)
+    inputs = inputs_from_batch(batch, exact.input_features)
+    tables = InferenceEmbeddingGroup.tables_of(eg)
+    with torch.no_grad():
+        want = exact(inputs)
+        got = scripted(inputs)
+    # storage: uint8 rows for INT8 tables, half for FP16
+    pooled_kind, seq_kind = quant
+    dtype = {"INT8": torch.uint8, "FP16": torch.float16, "FP32": torch.float32}
+    assert served.tables["user_id_emb"].dtype == dtype[pooled_kind]
+    assert served.tables["item_emb"].dtype == dtype[seq_kind]  # read per sequence item
+    # the largest INT8 step of any table, times the most ids a pooled value sums (3)
+    step = max(float((t.max(1).values - t.min(1).values).max()) / 255 for t in tables.values())
+    for key, value in want.items():
+        if value.dtype != torch.float32:
+            assert torch.equal(got[key], value), key
+            continue
+        bound = 3 * step / 2 + 1e-6 if "INT8" in quant else 2**-11 * 3 * value.abs().max() + 1e-6
+        assert (got[key] - value).abs().max() <= bound, key
+    # the quantized storage is really read: the DEEP group (user_id_emb) is not exact
+    assert not torch.equal(got["deep"], want["deep"])
+    assert quant_types_from_env({}) == ("INT8", "FP32")  # upstream's default on export
+    assert quant_types_from_env({"QUANT_EMB": "0"}) == ("FP32", "FP32")
+    assert quant_types_from_env({"QUANT_EMB": "1", "QUANT_EC_EMB": "fp16"}) == ("INT8", "FP16")
+    with pytest.raises(ConfigError, match="QUANT_EMB='INT4' is not supported"):
+        quant_types_from_env({"QUANT_EMB": "INT4"})

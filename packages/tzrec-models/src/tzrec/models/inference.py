@@ -107,6 +107,55 @@ def _pad(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
+#: serving table storage (upstream's QUANT_EMB / QUANT_EC_EMB values we implement)
+QUANT_TYPES = ("FP32", "FP16", "INT8")
+
+
+def quant_types_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(pooled, sequence)`` table storage for serving, from ``QUANT_EMB`` / ``QUANT_EC_EMB``.
+
+    As upstream: ``QUANT_EMB`` unset or ``1`` means INT8, a value starting with ``0`` keeps
+    FP32, else it names the type; ``QUANT_EC_EMB`` (tables read per sequence item) is off
+    unless set. INT8 is row-wise: each row stored as uint8 with its own float32 scale and
+    bias (``scale = (max - min) / 255``), so a looked-up value is within ``scale / 2`` of
+    the trained one.
+
+    Raises:
+        ConfigError: a type other than FP32, FP16, INT8 (upstream's INT4/INT2 included).
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+
+    def parse(name: str, default: str) -> str:
+        value = env.get(name, default).strip().upper() or default
+        if value.startswith("0"):
+            return "FP32"
+        value = "INT8" if value == "1" else value
+        if value not in QUANT_TYPES:
+            raise ConfigError(
+                f"{name}={env.get(name)!r} is not supported; use one of "
+                f"{', '.join(QUANT_TYPES)} (or 0 to keep FP32)"
+            )
+        return value
+
+    return parse("QUANT_EMB", "INT8"), parse("QUANT_EC_EMB", "0")
+
+
+def _quantize(weight: torch.Tensor, quant: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(stored rows, scale, bias)`` of a float32 table (scale/bias empty unless INT8)."""
+    empty = torch.zeros(0)
+    if quant == "FP16":
+        return weight.to(torch.float16).contiguous(), empty, empty
+    if quant != "INT8":
+        return weight, empty, empty
+    low = weight.min(dim=1, keepdim=True).values
+    high = weight.max(dim=1, keepdim=True).values
+    scale = ((high - low) / 255.0).clamp_min(1e-12)
+    q = torch.round((weight - low) / scale).clamp(0, 255).to(torch.uint8)
+    return q.contiguous(), scale.squeeze(1).contiguous(), low.squeeze(1).contiguous()
+
+
 class InferenceEmbeddingGroup(nn.Module):
     """Plain-torch, TorchScript-compilable twin of an ``EmbeddingGroup`` (module doc).
 
@@ -119,6 +168,9 @@ class InferenceEmbeddingGroup(nn.Module):
 
     __jit_ignored_attributes__ = ["input_features", "layout"]
     tables: Dict[str, torch.Tensor]
+    scales: Dict[str, torch.Tensor]
+    biases: Dict[str, torch.Tensor]
+    quant: Dict[str, str]
     mc_sorted: Dict[str, torch.Tensor]
     mc_rows: Dict[str, torch.Tensor]
     pooled: List[Tuple[str, str, str, int, bool]]
@@ -134,6 +186,7 @@ class InferenceEmbeddingGroup(nn.Module):
         tables: Mapping[str, torch.Tensor],
         wide_embedding_dim: int = 4,
         remaps: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        quant: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.layout = GroupLayout(features, feature_groups, wide_embedding_dim, serving_view=True)
@@ -148,9 +201,20 @@ class InferenceEmbeddingGroup(nn.Module):
                 f"feature '{users[0].name}': embedding '{missing[0]}' is not among the trained "
                 f"tables ({', '.join(sorted(tables))})"
             )
-        self.tables = {
-            n: tables[n].detach().to(torch.float32).contiguous() for n in self.layout.tables
-        }
+        # serving storage per table: QUANT_EMB for pooled tables, QUANT_EC_EMB for tables
+        # a sequence position reads (see quant_types_from_env)
+        quant_pooled, quant_seq = quant if quant is not None else ("FP32", "FP32")
+        self.quant: Dict[str, str] = {}
+        self.tables = {}
+        self.scales: Dict[str, torch.Tensor] = {}
+        self.biases: Dict[str, torch.Tensor] = {}
+        for n, t in self.layout.tables.items():
+            kind = quant_seq if t.sequence else quant_pooled
+            stored, scale, bias = _quantize(tables[n].detach().to(torch.float32), kind)
+            self.quant[n] = kind
+            self.tables[n] = stored.contiguous()
+            self.scales[n] = scale
+            self.biases[n] = bias
         # zch tables: ids remapped exactly as torchrec's MCH module remaps them (a raw id
         # found in the sorted table gets its row, any other id the last row)
         remaps = remaps or {}
@@ -233,19 +297,35 @@ class InferenceEmbeddingGroup(nn.Module):
         embedding_group: EmbeddingGroup,
         features: Sequence[BaseFeature],
         feature_groups: Sequence[model_pb2.FeatureGroupConfig],
+        quant: tuple[str, str] | None = None,
     ) -> "InferenceEmbeddingGroup":
-        """Serving twin of ``embedding_group`` restricted to ``feature_groups``."""
+        """Serving twin of ``embedding_group`` restricted to ``feature_groups``.
+
+        ``quant``: ``(pooled, sequence)`` table storage (``quant_types_from_env()`` reads
+        upstream's QUANT_EMB / QUANT_EC_EMB); None keeps FP32 (exact parity).
+        """
         return cls(
             features,
             feature_groups,
             cls.tables_of(embedding_group),
             embedding_group.layout.wide_dim,
             cls.remaps_of(embedding_group),
+            quant,
         )
 
     def input_names(self) -> list[str]:
         """The feature tensors ``forward`` reads."""
         return [n for f in self.input_features for n in feature_tensor_names(f)]
+
+    def _rows(self, ids: torch.Tensor, table: str) -> torch.Tensor:
+        """Float32 rows ``ids`` of ``table`` (dequantized when stored FP16 / INT8)."""
+        rows = F.embedding(ids, self.tables[table])
+        kind = self.quant[table]
+        if kind == "INT8":
+            scale = F.embedding(ids, self.scales[table].unsqueeze(1))
+            bias = F.embedding(ids, self.biases[table].unsqueeze(1))
+            return rows.to(torch.float32) * scale + bias
+        return rows.to(torch.float32)
 
     def _ids(self, values: torch.Tensor, table: str) -> torch.Tensor:
         """Table rows of ``values``: the ids, or their zch remapping."""
@@ -269,9 +349,15 @@ class InferenceEmbeddingGroup(nn.Module):
             weights: Optional[torch.Tensor] = None
             if weighted:
                 weights = inputs[feature + ".weights"].to(torch.float32)
+            ids = self._ids(values, name)
+            if self.quant[name] != "FP32":  # dequantize the rows read, then pool them
+                table = self._rows(ids, name)
+                ids = torch.arange(ids.shape[0], device=ids.device)
+            else:
+                table = self.tables[name]
             out = F.embedding_bag(
-                self._ids(values, name),
-                self.tables[name],
+                ids,
+                table,
                 _offsets(lengths),
                 mode="mean" if mode == 1 else "sum",
                 per_sample_weights=weights,
@@ -279,7 +365,7 @@ class InferenceEmbeddingGroup(nn.Module):
             )
             emb[key] = out
         for key, feature, name in self.jagged:
-            seq[key] = F.embedding(self._ids(inputs[feature + ".values"], name), self.tables[name])
+            seq[key] = self._rows(self._ids(inputs[feature + ".values"], name), name)
             seq_len[key] = inputs[feature + ".lengths"].to(torch.int64)
         for feature in self.dense:
             value = inputs[feature].to(torch.float32)
