@@ -418,3 +418,31 @@ def test_data_modules_import_no_higher_layer():
     assert not graph.find_modules_that_directly_import("tzrec.data.readers.base") & {
         m for m in graph.modules if m.startswith("tzrec.data.samplers")
     }
+
+
+def test_candidate_join_lays_out_positives_then_shared_simple_then_hard(tmp_path):
+    from tzrec.data.samplers import CAND_POS_LENGTHS, NegativeJoin
+
+    users = node_file(tmp_path, "user.txt", range(3))
+    items = items_file(tmp_path, 30)
+    hard = edge_file(tmp_path, "hard.txt", [(0, 20, 1), (0, 21, 3), (0, 22, 2), (2, 25, 1)])
+    c = cfg(
+        sampler_pb2.HardNegativeSampler,
+        f'user_input_path: "{users}" item_input_path: "{items}" '
+        f'hard_neg_edge_input_path: "{hard}" num_sample: 3 num_hard_sample: 2 '
+        'attr_fields: "cand_seq__video_id" attr_fields: "cat" '
+        'item_id_field: "cand_seq__video_id" user_id_field: "user_id"',
+    )
+    candidate = {"max_len": None, "name": "cand_seq", "delim": "|", "attrs": ["cand_seq__video_id"]}
+    join = NegativeJoin(HardNegativeSampler(c, None, 2), [], candidate, "hard_negative_sampler")
+    columns = {"cand_seq__video_id": pa.array(["1|2", "3"]), "user_id": pa.array([0, 2])}
+    infos = join.apply(columns)
+    # two positives of user 0 (queries 0, 1), one of user 2 (query 2); no bound: upstream puts
+    # the 3 shared simple negatives and then the 5 hard ones in the last row
+    rows = [r.split("|") for r in columns["cand_seq__video_id"].to_pylist()]
+    assert rows[0] == ["1", "2"]
+    assert rows[1][0] == "3" and len(rows[1]) == 1 + 3 + 5
+    assert not set(rows[1][1:4]) & {"1", "2", "3", "20", "21", "22", "25"}
+    assert rows[1][4:] == ["21", "22", "21", "22", "25"]
+    assert infos[CAND_POS_LENGTHS].tolist() == [2, 1]
+    assert infos["hard_neg_indices"].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0]]
