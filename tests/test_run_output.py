@@ -113,6 +113,7 @@ def test_bare_run_writes_to_and_reuses_tzrec_run_in_the_current_directory(
 
     monkeypatch.setattr(builtin_commands, "_train", train)
     get_plugin_manager().registry("exporters")["default"]._resolved = lambda *a, **k: None
+    get_plugin_manager().registry("evaluators")["retrieval"]._resolved = lambda *a: None
     try:
         assert main(["run"]) == 0
         model_dir = str(tmp_path / "tzrec_run" / "model")
@@ -124,6 +125,51 @@ def test_bare_run_writes_to_and_reuses_tzrec_run_in_the_current_directory(
         assert f"tzrec run: {model_dir} holds checkpoints of an earlier run: continuing" in out
     finally:
         reset_plugin_manager()
+
+
+def test_full_corpus_hitrate_sits_beside_the_sampled_recall(tmp_path):
+    config = load_pipeline_config(EXAMPLES / "hstu_match_kuairand.config")
+    config.model_dir = str(tmp_path)
+    result = fake_result(config, metrics={"recall@5": 0.88})
+    result["full_corpus"] = {
+        "metrics": {"hitrate@5": 0.61},
+        "baselines": {"hitrate@5": 5 / 2000},
+        "about": "full corpus: each request ranks all 2000 items of items.parquet (faiss, exact)",
+    }
+    lines = run_summary(config, result, "e").splitlines()
+    (i,) = [n for n, line in enumerate(lines) if "recall@5 0.8800" in line]
+    n = sampled_candidates(config)
+    assert f"among {n} candidates per request" in lines[i] and f"random {5 / n:.4f}" in lines[i]
+    assert lines[i + 1].strip() == (
+        "hitrate@5 0.6100  (full corpus: each request ranks all 2000 items of items.parquet "
+        "(faiss, exact); random 0.0025)"
+    )
+
+
+def test_full_corpus_evaluator_reads_the_sampler_item_table(monkeypatch):
+    from tzrec.export import retrieval
+
+    seen = {}
+
+    def fake(export_dir, items, eval_path, item_id, gt_field, ks, gt_first_only=False):
+        seen.update(items=items, item_id=item_id, gt=gt_field, ks=ks, first=gt_first_only)
+        return {"items": 2000, "metrics": {"hitrate@5": 0.6, "recall@5": 0.6}}
+
+    monkeypatch.setattr(retrieval, "evaluate_retrieval", fake)
+    hstu = load_pipeline_config(EXAMPLES / "hstu_match_kuairand.config")
+    out = retrieval.evaluate_full_corpus(hstu, "export", [5, 1, 5])
+    assert seen == {
+        "items": "data/kuairand_match_items.parquet",
+        "item_id": "video_id",
+        "gt": "cand_seq__video_id",
+        "ks": [1, 5],
+        "first": True,
+    }
+    assert out["metrics"] == {"hitrate@5": 0.6}
+    assert out["baselines"] == {"hitrate@5": pytest.approx(5 / 2000)}
+    # a text sampler table (id, weight, attributes) holds no tower features: nothing to do
+    dssm = load_pipeline_config(EXAMPLES / "dssm.config")
+    assert retrieval.evaluate_full_corpus(dssm, "export", [5]) is None
 
 
 @pytest.fixture(autouse=True)

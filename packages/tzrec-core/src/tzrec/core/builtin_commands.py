@@ -224,6 +224,7 @@ class RunCommand(Command):
         exporters["default"].load()(config, config.model_dir, export_dir)
         if _is_rank_zero():
             print(f"tzrec run: exported to {export_dir}")
+            result["full_corpus"] = _full_corpus(config, result, export_dir)
             print(run_summary(config, result, export_dir))
         return 0
 
@@ -298,6 +299,16 @@ def _last_recorded_metrics(model_dir: str, step: int) -> dict[str, float]:
     return found
 
 
+def _full_corpus(config: pipeline_pb2.EasyRecConfig, result: dict, export_dir: str) -> dict | None:
+    """The installed ``retrieval`` evaluator's result for the recall@K values (or None)."""
+    evaluators = plugins.get_plugin_manager().registry("evaluators")
+    metrics = result.get("metrics") or {}
+    ks = [int(k[7:]) for k in metrics if k.startswith("recall@") and k[7:].isdigit()]
+    if "retrieval" not in evaluators or not ks:
+        return None
+    return evaluators["retrieval"].load()(config, export_dir, ks)
+
+
 def run_summary(config: pipeline_pb2.EasyRecConfig, result: dict, export_dir: str) -> str:
     """The closing table of ``tzrec run``: data, steps, throughput, metrics and paths."""
     model_dir = Path(result["model_dir"])
@@ -321,6 +332,10 @@ def run_summary(config: pipeline_pb2.EasyRecConfig, result: dict, export_dir: st
         rows.append(("metrics" if i == 0 else "", describe_metric(name, value, candidates)))
     if not metrics:
         rows.append(("metrics", "(none: no eval_input_path or no metrics configured)"))
+    full = result.get("full_corpus")
+    for name, value in (full or {}).get("metrics", {}).items():
+        baseline = full["baselines"][name]
+        rows.append(("", f"{name} {value:.4f}  ({full['about']}; random {baseline:.4f})"))
     rows += [
         ("model_dir", str(model_dir)),
         ("checkpoint", result["checkpoint"]),

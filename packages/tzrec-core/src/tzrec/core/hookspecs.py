@@ -91,6 +91,17 @@ def register_exporters(register: Register) -> None:
 
 
 @hookspec
+def register_evaluators(register: Register) -> None:
+    """Register evaluations of an exported model that ``tzrec run`` adds to its summary.
+
+    ``obj`` is a callable ``evaluate(pipeline_config, export_dir, top_k: list[int])`` that
+    returns ``{"metrics": {name: value}, "baselines": {name: random value}, "about": str}``,
+    or None when the config gives it nothing to evaluate (``retrieval``: full-corpus
+    HitRate@K of a match model's towers over the item table, from tzrec-export).
+    """
+
+
+@hookspec
 def register_examples(register: Register) -> None:
     """Register runnable built-in examples; ``default`` is what a bare ``tzrec run`` runs.
 

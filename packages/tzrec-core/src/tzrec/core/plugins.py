@@ -40,6 +40,7 @@ KINDS: tuple[str, ...] = (
     "losses",
     "metrics",
     "exporters",
+    "evaluators",
     "examples",
     "commands",
 )
@@ -53,6 +54,7 @@ _NOUN = {
     "losses": "loss",
     "metrics": "metric",
     "exporters": "exporter",
+    "evaluators": "evaluator",
     "examples": "example",
     "commands": "command",
 }

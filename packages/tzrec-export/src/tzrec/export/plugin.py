@@ -21,6 +21,12 @@ def register_exporters(register: Register) -> None:
     register("default", f"{_COMMANDS}:export_model")
 
 
+@hookimpl
+def register_evaluators(register: Register) -> None:
+    """``retrieval``: the full-corpus HitRate@K ``tzrec run`` prints beside sampled recall."""
+    register("retrieval", "tzrec.export.retrieval:evaluate_full_corpus")
+
+
 #: Config fields tzrec-export reads and honours. Add a field here in the commit that
 #: implements it; a set field that no package declares is refused at validation.
 SUPPORTED_FIELDS = (

@@ -156,4 +156,47 @@ def evaluate_retrieval(
     return result
 
 
-__all__ = ["build_index", "evaluate_retrieval", "retrieval_metrics"]
+def evaluate_full_corpus(
+    pipeline_config: Any, export_dir: str, top_k: list[int]
+) -> dict[str, Any] | None:
+    """HitRate@K of a match export over the whole item table of the config's sampler.
+
+    Applies when the negative sampler reads a parquet item table holding its ``attr_fields``
+    as columns (the first is the item id): every item is embedded by the item tower, each
+    eval request is searched with an exact faiss index, and its ground truth is the
+    sampler's ``item_id_field`` (the first id of a candidate sequence). Random retrieval
+    hits one of N items in the top K with probability K / N. None when the config has no
+    such table.
+    """
+    from tzrec.core.config import which_oneof
+
+    chosen = which_oneof(pipeline_config.data_config, "sampler")
+    if chosen is None or not pipeline_config.eval_input_path:
+        return None
+    sampler = chosen[1]
+    table = str(getattr(sampler, "input_path", ""))
+    attrs = list(getattr(sampler, "attr_fields", []))
+    if not table.endswith(".parquet") or not attrs:
+        return None
+    item_id = attrs[0]
+    gt_field = str(sampler.item_id_field)
+    first_only = "__" in gt_field  # a candidate sequence: the positive comes first
+    result = evaluate_retrieval(
+        export_dir,
+        table,
+        pipeline_config.eval_input_path,
+        item_id,
+        gt_field,
+        sorted(set(top_k)),
+        gt_first_only=first_only,
+    )
+    n = result["items"]
+    hits = {k: v for k, v in result["metrics"].items() if k.startswith("hitrate@")}
+    return {
+        "metrics": hits,
+        "baselines": {k: min(int(k.split("@")[1]), n) / n for k in hits},
+        "about": f"full corpus: each request ranks all {n} items of {table} (faiss, exact)",
+    }
+
+
+__all__ = ["build_index", "evaluate_full_corpus", "evaluate_retrieval", "retrieval_metrics"]
