@@ -18,7 +18,7 @@ def test_hstu_match_learns_planted_structure(tmp_path, example_config, data_edit
         model_dir,
         **{
             "data_config.batch_size": 32,
-            "data_config.negative_sampler.num_sample": 32 * 15,  # 15 negatives per row
+            "data_config.negative_sampler.num_sample": 32 * 15,  # 480 shared negatives
             "data_config.negative_sampler.num_eval_sample": 32 * 15,
         },
     )
@@ -30,5 +30,5 @@ def test_hstu_match_learns_planted_structure(tmp_path, example_config, data_edit
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tzrec train: eval recall@1=" in proc.stdout
     final = json.loads((model_dir / "train_eval_result.txt").read_text().splitlines()[-1])
-    # 16 candidates per row: random recall@5 is 5/16 ~ 0.31
-    assert final["recall@5"] > 0.7, final
+    # every positive against 480 shared negatives: random recall@5 is 5/481 ~ 0.01
+    assert final["recall@5"] > 0.4, final
