@@ -168,6 +168,15 @@ SUPPORTED_FIELDS = (
     "Accuracy.threshold",
     "Accuracy.top_k>0",
     "GroupedAUC.grouping_key",
+    # training metrics (BaseModel.update_train_metric / compute_train_metric; no xauc)
+    "ModelConfig.train_metrics",
+    "TrainMetricConfig.auc",
+    "TrainMetricConfig.recall_at_k",
+    "TrainMetricConfig.mean_absolute_error",
+    "TrainMetricConfig.mean_squared_error",
+    "TrainMetricConfig.accuracy",
+    "TrainMetricConfig.decay_rate",
+    "TrainMetricConfig.decay_step>0",
 )
 
 

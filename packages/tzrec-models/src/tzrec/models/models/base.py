@@ -18,7 +18,7 @@ from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
 from tzrec.models.losses.losses import create_loss
-from tzrec.models.metrics.factory import create_metric
+from tzrec.models.metrics.factory import create_metric, create_train_metric
 from tzrec.protos import model_pb2
 
 
@@ -66,6 +66,17 @@ class BaseModel(nn.Module):
         self._loss_modules = nn.ModuleDict()
         self._metric_modules = nn.ModuleDict()
         self._metric_names: dict[str, str] = {}
+        self._train_metric_modules = nn.ModuleDict()
+        #: module key -> (``TrainMetricConfig`` oneof name, display name)
+        self._train_metric_names: dict[str, tuple[str, str]] = {}
+        if (
+            model_config.train_metrics
+            and type(self).update_train_metric is BaseModel.update_train_metric
+        ):
+            raise ConfigError(
+                f"model_config.train_metrics: {type(self).__name__} computes no training "
+                "metrics (remove train_metrics)"
+            )
 
     # -- contract --------------------------------------------------------------------------
 
@@ -96,6 +107,17 @@ class BaseModel(nn.Module):
         """Forget accumulated metric state (before an evaluation pass)."""
         for metric in self._metric_modules.values():
             metric.reset()
+
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Feed a training batch to the ``train_metrics`` (the engine calls it per step)."""
+        raise NotImplementedError
+
+    def compute_train_metric(self) -> dict[str, torch.Tensor]:
+        """Smoothed training metric values by display name (0 before ``decay_step`` steps)."""
+        return {
+            display: self._train_metric_modules[key].compute()
+            for key, (_, display) in self._train_metric_names.items()
+        }
 
     def set_is_inference(self, is_inference: bool) -> None:
         """Switch to the export/serving view (applied before any export wrapper is built).
@@ -191,6 +213,27 @@ class BaseModel(nn.Module):
             key = metric_key(display)
             self._metric_modules[key] = metric
             self._metric_names[key] = display
+
+    def _init_train_metrics(self, num_class: int = 1, allowed: Sequence[str] = ()) -> None:
+        """Build ``model_config.train_metrics``; a kind outside ``allowed`` is one line."""
+        for cfg in self._base_model_config.train_metrics:
+            kind = cfg.WhichOneof("metric")
+            if kind is not None and kind not in allowed:
+                raise ConfigError(
+                    f"model_config.train_metrics: {type(self).__name__} supports "
+                    f"{', '.join(allowed)}, not {kind}"
+                )
+            if cfg.decay_step == 0 or not 0.0 <= cfg.decay_rate <= 1.0:
+                raise ConfigError(
+                    f"model_config.train_metrics.{kind}: decay_step must be > 0 and "
+                    f"decay_rate in [0, 1], got {cfg.decay_step} and {cfg.decay_rate}"
+                )
+            name, display, wrapper = create_train_metric(cfg, num_class=num_class)
+            key = metric_key(display)
+            if key in self._train_metric_names:
+                raise ConfigError(f"model_config.train_metrics: {display} is set twice")
+            self._train_metric_modules[key] = wrapper
+            self._train_metric_names[key] = (name, display)
 
     def _sample_weight(self, batch: Batch) -> torch.Tensor | None:
         if not self._sample_weights:

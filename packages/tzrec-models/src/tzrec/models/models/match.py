@@ -34,6 +34,7 @@ class MatchModel(BaseModel):
         if len(self._loss_modules) != 1:
             raise ConfigError("model_config.losses: match models take exactly one loss")
         self._init_metrics()
+        self._init_train_metrics(allowed=("recall_at_k",))
 
     def sim(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
         """``(B, 1 + N)`` similarities (``(B, B)`` with in-batch negatives)."""
@@ -63,6 +64,13 @@ class MatchModel(BaseModel):
         sim = predictions["similarity"]
         target = self._target(sim)
         for metric in self._metric_modules.values():
+            metric.update(sim, target)
+
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Recall@k of the positive in a training batch's similarities."""
+        sim = predictions["similarity"]
+        target = self._target(sim)
+        for metric in self._train_metric_modules.values():
             metric.update(sim, target)
 
 

@@ -17,6 +17,10 @@ from tzrec.models.modules.mlp import MLP, mlp_kwargs
 from tzrec.models.modules.sequence import DINEncoder
 from tzrec.protos import model_pb2, seq_encoder_pb2
 
+#: ``train_metrics`` a rank model computes (upstream's, less ``xauc``).
+_RANK_TRAIN_METRICS = ("auc", "accuracy", "mean_absolute_error", "mean_squared_error")
+_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error")
+
 
 class RankModel(BaseModel):
     """Predicts ``logits`` and ``probs`` (``y`` for regression losses) of one label."""
@@ -29,6 +33,7 @@ class RankModel(BaseModel):
         self._label_name = self._labels[0]
         self._init_losses(num_class=self._num_class)
         self._init_metrics(num_class=self._num_class)
+        self._init_rank_train_metrics()
 
     def output(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """The predictions of ``(B, num_class)`` logits: ``logits``, ``probs`` (and ``y``)."""
@@ -54,6 +59,26 @@ class RankModel(BaseModel):
         label = batch.labels[self._label_name]
         for metric in self._metric_modules.values():
             metric.update(predictions["probs"], label)
+
+    def _init_rank_train_metrics(self) -> None:
+        self._init_train_metrics(num_class=self._num_class, allowed=_RANK_TRAIN_METRICS)
+        for kind, _ in self._train_metric_names.values():
+            if kind == "auc" and self._num_class > 2:
+                raise ConfigError(
+                    f"model_config.train_metrics.auc needs num_class <= 2, got {self._num_class}"
+                )
+            if kind in _REGRESSION_METRICS and self._num_class != 1:
+                raise ConfigError(
+                    f"model_config.train_metrics.{kind} needs num_class 1 (regression output "
+                    f"'y'), got {self._num_class}"
+                )
+
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Feed a training batch: ``y`` to regression errors, ``probs`` to AUC/accuracy."""
+        label = batch.labels[self._label_name]
+        for key, (kind, _) in self._train_metric_names.items():
+            pred = predictions["y" if kind in _REGRESSION_METRICS else "probs"]
+            self._train_metric_modules[key].update(pred, label)
 
     def label_domains(self) -> dict[str, LabelDomain]:
         """The label values the configured losses accept (the engine checks every batch)."""
