@@ -61,7 +61,17 @@ class PluginsCommand(Command):
 
 
 def resolve_model(config: pipeline_pb2.EasyRecConfig) -> tuple[str, object]:
-    """The config's model name and the class an installed plugin registers for it."""
+    """The config's model name and the class an installed plugin registers for it.
+
+    A model no installed plugin provides is reported before ``tzrec.core.build`` (torch) is
+    imported, like every other config error.
+    """
+    from tzrec.core.config import provided_by
+
+    mc = config.model_config
+    chosen = which_oneof(mc, "model")
+    if chosen is not None and chosen[0] not in plugins.get_plugin_manager().registry("models"):
+        plugins.get("models", chosen[0], provided_by(mc, chosen[0]))  # raises PluginError
     from tzrec.core.build import model_class
 
     return model_class(config)
