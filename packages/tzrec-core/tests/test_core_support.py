@@ -249,8 +249,8 @@ def test_validate_runs_the_walk_on_the_installed_packages(monkeypatch):
     monkeypatch.delenv(ALLOW_UNSUPPORTED_ENV, raising=False)
     config = parse_pipeline_config(MINIMAL)
     validate_pipeline_config(config, "p.config")
-    config.model_config.variational_dropout.regularization_lambda = 0.1
-    with pytest.raises(ConfigError, match=r"model_config.variational_dropout: not supported by"):
+    config.train_config.is_profiling = True
+    with pytest.raises(ConfigError, match=r"train_config.is_profiling: not supported by"):
         validate_pipeline_config(config, "p.config")
     validate_pipeline_config(config, "p.config", allow_unsupported_fields=True)
 

@@ -75,6 +75,10 @@ SUPPORTED_FIELDS = (
     "ModelConfig.num_class>0",
     "ModelConfig.losses",
     "ModelConfig.metrics",
+    # feature selection by learned dropout (tzrec.models.modules.variational_dropout)
+    "ModelConfig.variational_dropout",
+    "VariationalDropout.regularization_lambda",
+    "VariationalDropout.embedding_wise_variational_dropout",
     "FeatureGroupConfig.group_name",
     "FeatureGroupConfig.feature_names",
     "FeatureGroupConfig.group_type",

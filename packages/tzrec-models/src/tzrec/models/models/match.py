@@ -14,6 +14,10 @@ from tzrec.data import BaseFeature, Batch
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP
+from tzrec.models.modules.variational_dropout import (
+    apply_group_variational_dropouts,
+    build_group_variational_dropouts,
+)
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
 
 
@@ -30,6 +34,12 @@ class MatchModel(BaseModel):
         cfg = self._model_config
         self._in_batch_negative = bool(getattr(cfg, "in_batch_negative", False))
         self._temperature = float(getattr(cfg, "temperature", 1.0)) or 1.0
+        if self._base_model_config.HasField("variational_dropout") and not getattr(
+            type(self), "honours_variational_dropout", False
+        ):
+            raise ConfigError(
+                f"model_config.variational_dropout: not supported by {type(self).__name__}"
+            )
         self._init_losses(allowed=["softmax_cross_entropy"])
         if len(self._loss_modules) != 1:
             raise ConfigError("model_config.losses: match models take exactly one loss")
@@ -54,10 +64,14 @@ class MatchModel(BaseModel):
         """Softmax cross entropy of the positive among its negatives."""
         sim = predictions["similarity"]
         target = self._target(sim)
-        return {
+        losses = {
             name: loss(sim, target, sample_weight=self._sample_weight(batch))
             for name, loss in self._loss_modules.items()
         }
+        # each tower's variational dropout penalties of the last training forward
+        for tower in self.children():
+            losses.update(getattr(tower, "variational_dropout_losses", {}))
+        return losses
 
     def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Recall@k of the positive among the scored candidates."""
@@ -83,6 +97,8 @@ class MatchTower(nn.Module):
         features: the model's features.
         output_dim: width of a final linear layer (0: none).
         similarity: COSINE L2-normalises the output.
+        model_config: the whole ``ModelConfig`` (its ``variational_dropout`` applies to the
+            tower's group).
     """
 
     def __init__(
@@ -92,6 +108,7 @@ class MatchTower(nn.Module):
         features: Sequence[BaseFeature],
         output_dim: int,
         similarity: int,
+        model_config: model_pb2.ModelConfig | None = None,
     ) -> None:
         super().__init__()
         self.group_name = group.group_name
@@ -99,6 +116,13 @@ class MatchTower(nn.Module):
         self.features = [f for f in features if f.name in set(group_feature_names(group))]
         self.feature_groups = [group]
         self.embedding_group = EmbeddingGroup(features, [group])
+        self.group_variational_dropouts = (
+            build_group_variational_dropouts(model_config, self.embedding_group, [self.group_name])
+            if model_config is not None
+            else None
+        )
+        #: ``<group>_feature_p_loss`` of the last training forward (MatchModel.loss adds it)
+        self.variational_dropout_losses: dict[str, torch.Tensor] = {}
         width = self.embedding_group.group_total_dim(self.group_name)
         self.mlp = (
             MLP.from_config(width, tower_config.mlp) if tower_config.HasField("mlp") else None
@@ -113,6 +137,10 @@ class MatchTower(nn.Module):
 
     def tower_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """The tower's embedding from its embedding group's output (the exported part)."""
+        grouped, vd_losses = apply_group_variational_dropouts(
+            self.group_variational_dropouts, grouped
+        )
+        self.variational_dropout_losses = vd_losses if self.training else {}
         x = grouped[self.group_name]
         if self.mlp is not None:
             x = self.mlp(x)
@@ -126,6 +154,9 @@ class MatchTower(nn.Module):
 class DSSM(MatchModel):
     """DSSM: a user tower and an item tower over DEEP groups (``model_config.dssm``)."""
 
+    #: applies ``model_config.variational_dropout`` to each tower's group
+    honours_variational_dropout = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self._model_config
@@ -135,6 +166,7 @@ class DSSM(MatchModel):
             self._features,
             cfg.output_dim,
             cfg.similarity,
+            self._base_model_config,
         )
         self.item_tower = MatchTower(
             cfg.item_tower,
@@ -142,6 +174,7 @@ class DSSM(MatchModel):
             self._features,
             cfg.output_dim,
             cfg.similarity,
+            self._base_model_config,
         )
         dims = (self.user_tower_dim(), self.item_tower_dim())
         if dims[0] != dims[1]:

@@ -15,6 +15,10 @@ from tzrec.models.layout import query_key, sequence_key, sequence_length_key
 from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP, mlp_kwargs
 from tzrec.models.modules.sequence import DINEncoder
+from tzrec.models.modules.variational_dropout import (
+    apply_group_variational_dropouts,
+    build_group_variational_dropouts,
+)
 from tzrec.protos import model_pb2, seq_encoder_pb2
 
 #: ``train_metrics`` a rank model computes (upstream's, less ``xauc``).
@@ -31,6 +35,12 @@ class RankModel(BaseModel):
         if not self._labels:
             raise ConfigError("data_config.label_fields: a rank model needs a label")
         self._label_name = self._labels[0]
+        if self._base_model_config.HasField("variational_dropout") and not getattr(
+            type(self), "honours_variational_dropout", False
+        ):
+            raise ConfigError(
+                f"model_config.variational_dropout: not supported by {type(self).__name__}"
+            )
         self._init_losses(num_class=self._num_class)
         self._init_metrics(num_class=self._num_class)
         self._init_rank_train_metrics()
@@ -49,10 +59,13 @@ class RankModel(BaseModel):
         """Every configured loss against the label."""
         label = batch.labels[self._label_name]
         weight = self._sample_weight(batch)
-        return {
+        losses = {
             name: loss(predictions[getattr(loss, "prediction_key", "logits")], label, weight)
             for name, loss in self._loss_modules.items()
         }
+        # variational dropout penalties of the last training forward (``<group>_feature_p_loss``)
+        losses.update(getattr(self, "_variational_dropout_losses", {}))
+        return losses
 
     def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Feed probabilities and labels to every metric."""
@@ -102,6 +115,9 @@ class RankModel(BaseModel):
 class MultiTower(RankModel):
     """One MLP tower per DEEP group, concatenated into a final MLP (``multi_tower``)."""
 
+    #: applies ``model_config.variational_dropout`` to its tower groups
+    honours_variational_dropout = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self._model_config
@@ -111,6 +127,11 @@ class MultiTower(RankModel):
         self.embedding_group = EmbeddingGroup(
             self._features, groups, getattr(cfg, "wide_embedding_dim", 4) or 4
         )
+        #: ``model_config.variational_dropout``: one per tower group of > 1 feature (or None)
+        self.group_variational_dropouts = build_group_variational_dropouts(
+            self._base_model_config, self.embedding_group, [t.input for t in cfg.towers]
+        )
+        self._variational_dropout_losses: dict[str, torch.Tensor] = {}
         self.towers = nn.ModuleDict()
         width = 0
         for tower in cfg.towers:
@@ -145,6 +166,10 @@ class MultiTower(RankModel):
 
     def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Tower outputs -> final MLP -> logits, from grouped embeddings."""
+        grouped, vd_losses = apply_group_variational_dropouts(
+            self.group_variational_dropouts, grouped
+        )
+        self._variational_dropout_losses = vd_losses if self.training else {}
         parts = [tower(grouped[name]) for name, tower in self.towers.items()]
         for name, encoder in self.din_towers.items():
             parts.append(
