@@ -12,8 +12,11 @@ Layout of ``export_dir`` (match models get one sub-directory per tower, named as
 Before anything is written the model is switched to its serving view
 (``set_is_inference(True)``), then wrapped (:mod:`tzrec.export.wrappers`). Each artefact is
 loaded back and fed a batch of real rows; its outputs must equal the eager module's within
-``PARITY_ATOL`` (and be finite) or the export fails. The directory appears whole or not at
-all, under a lock (:mod:`tzrec.export.atomic`).
+``PARITY_ATOL`` (and be finite) or the export fails. Tables are stored as upstream's
+``QUANT_EMB`` / ``QUANT_EC_EMB`` say (:func:`~tzrec.models.inference.quant_types_from_env`:
+INT8 by default for pooled tables); quantised lookups must stay within their stated bound of
+the FP32 ones (:mod:`tzrec.export.quant`), and ``model_meta.json`` records the storage.
+The directory appears whole or not at all, under a lock (:mod:`tzrec.export.atomic`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from tzrec.export.atomic import (
     unique_name,
     write_file,
 )
+from tzrec.export.quant import check_quantized_lookups
 from tzrec.export.scripting import (
     export_dense,
     save_exported_program,
@@ -57,7 +61,7 @@ from tzrec.export.scripting import (
     to_torchscript,
 )
 from tzrec.export.wrappers import ExportModule, export_modules
-from tzrec.models.inference import feature_tensor_names, inputs_from_batch
+from tzrec.models.inference import feature_tensor_names, inputs_from_batch, quant_types_from_env
 from tzrec.protos import feature_pb2, pipeline_pb2
 
 logger = logging.getLogger(__name__)
@@ -303,7 +307,10 @@ def _export_locked(
     model, _ = load_trained_model(config, checkpoint)
     check_finite_parameters(model, checkpoint)
     model.set_is_inference(True)  # before any wrapper: towers pick their serving view
-    modules = export_modules(model)
+    quant = quant_types_from_env()
+    modules = export_modules(model, quant)
+    # the FP32 twins (same weights) that quantised lookups are checked against
+    references = {m.name: m for m in export_modules(model)} if quant != ("FP32", "FP32") else {}
     tmp = unique_name(out_dir, TMP_TAG)
     tmp.mkdir()
     written: list[Path] = []
@@ -329,7 +336,16 @@ def _export_locked(
                 raise type(e)(
                     f"exporting {module.name or 'the model'} from {source}: {e}{hint}"
                 ) from None
-            write_artefact(module, cfg, inputs, target, aot, checkpoint, additional_export_config)
+            write_artefact(
+                module,
+                cfg,
+                inputs,
+                target,
+                aot,
+                checkpoint,
+                additional_export_config,
+                references.get(module.name),
+            )
             written.append(out_dir / sub if sub else out_dir)
         if asset_files:
             for asset in asset_files.split(","):
@@ -351,11 +367,15 @@ def write_artefact(
     aot: bool,
     checkpoint: Path,
     extra_meta: dict[str, Any] | None = None,
+    reference: ExportModule | None = None,
 ) -> None:
     """Write one artefact (+ config, meta) into ``target`` and check it against eager.
 
     ``extra_meta`` (``--additional_export_config``) is merged into ``model_meta.json`` as
     upstream merges it into its ``model_acc.json``; a key tzrec writes itself is refused.
+    ``reference``: the FP32 twin of a module with quantised tables; its lookups must be
+    within the stated bound of the reference's (the artefact itself still equals ``module``
+    within ``PARITY_ATOL``).
     """
     label = module.name or "model"
     start = time.time()
@@ -376,8 +396,9 @@ def write_artefact(
         "outputs": sorted(eager),
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
+        "quant": quant_meta(module),
     }
-    clash = sorted(set(extra_meta or {}) & (set(meta) | {"parity_max_abs_diff", "parity_rows"}))
+    clash = sorted(set(extra_meta or {}) & (set(meta) | set(_CHECK_KEYS)))
     if clash:
         raise ConfigError(
             f"--additional_export_config: {', '.join(clash)} are written by tzrec itself"
@@ -397,6 +418,12 @@ def write_artefact(
         )
     meta["parity_max_abs_diff"] = diff
     meta["parity_rows"] = int(next(iter(eager.values())).shape[0])
+    if reference is not None and any(k != "FP32" for k in module.sparse.quant.values()):
+        lookup_diff, bound = check_quantized_lookups(module.sparse, reference.sparse, inputs, label)
+        meta["quant_lookup_max_abs_diff"] = lookup_diff
+        meta["quant_lookup_max_bound"] = bound
+        with torch.no_grad():
+            meta["quant_output_max_abs_diff"] = _max_abs_diff(reference(inputs), eager)
     write_file(target / META_FILE, json.dumps(meta, indent=2).encode())
     logger.info(
         "exported %s (%s) in %.1fs, max |exported - eager| = %.2g on %d rows",
@@ -406,6 +433,22 @@ def write_artefact(
         diff,
         meta["parity_rows"],
     )
+
+
+_CHECK_KEYS = (
+    "parity_max_abs_diff",
+    "parity_rows",
+    "quant_lookup_max_abs_diff",
+    "quant_lookup_max_bound",
+    "quant_output_max_abs_diff",
+)
+
+
+def quant_meta(module: ExportModule) -> dict[str, Any]:
+    """``model_meta.json``'s ``quant``: resolved QUANT_EMB / QUANT_EC_EMB, each table's storage."""
+    pooled, sequence = module.table_quant
+    tables = dict(sorted(module.sparse.quant.items()))
+    return {"QUANT_EMB": pooled, "QUANT_EC_EMB": sequence, "tables": tables}
 
 
 def load_checkpoint_for_predict(

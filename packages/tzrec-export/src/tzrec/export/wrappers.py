@@ -126,6 +126,8 @@ class ExportModule(nn.Module):
         self.features = list(sparse.input_features)
         self.feature_groups = list(feature_groups)
         self.output_row_lengths: str | None = None
+        #: ``(pooled, sequence)`` table storage asked for (QUANT_EMB, QUANT_EC_EMB)
+        self.table_quant: tuple[str, str] = ("FP32", "FP32")
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Outputs for one batch of feature tensors."""
@@ -135,12 +137,12 @@ class ExportModule(nn.Module):
 class ModelWrapper(ExportModule):
     """A whole model (``predict`` = ``dense_forward(embedding_group(batch))``)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, quant: tuple[str, str] | None = None) -> None:
         require_inference(model, "ModelWrapper")
         eg: EmbeddingGroup = model.embedding_group
         groups = [model._group(name) for name in eg.group_names()]
         features = _group_features(model._features, groups)
-        sparse = InferenceEmbeddingGroup.from_embedding_group(eg, features, groups)
+        sparse = InferenceEmbeddingGroup.from_embedding_group(eg, features, groups, quant)
         super().__init__("", sparse, _dense_part(eg, _DenseModel(model)), groups)
         #: input tensor holding each row's number of output rows (models that predict one
         #: row per candidate, e.g. DlrmHSTU: ``per_candidate_group``); None: one per row
@@ -155,11 +157,13 @@ class ModelWrapper(ExportModule):
 class TowerWrapper(ExportModule):
     """A tower with its own ``embedding_group``; output ``<tower_name>_emb``."""
 
-    def __init__(self, tower: nn.Module, tower_name: str) -> None:
+    def __init__(
+        self, tower: nn.Module, tower_name: str, quant: tuple[str, str] | None = None
+    ) -> None:
         require_inference(tower, "TowerWrapper")
         groups = list(tower.feature_groups)
         sparse = InferenceEmbeddingGroup.from_embedding_group(
-            tower.embedding_group, tower.features, groups
+            tower.embedding_group, tower.features, groups, quant
         )
         dense = _dense_part(tower.embedding_group, _DenseTower(tower, f"{tower_name}_emb"))
         super().__init__(tower_name, sparse, dense, groups)
@@ -172,18 +176,28 @@ class TowerWoEGWrapper(ExportModule):
     ``feature_groups`` (its serving view), with the shared group's trained tables.
     """
 
-    def __init__(self, tower: nn.Module, tower_name: str, embedding_group: EmbeddingGroup):
+    def __init__(
+        self,
+        tower: nn.Module,
+        tower_name: str,
+        embedding_group: EmbeddingGroup,
+        quant: tuple[str, str] | None = None,
+    ):
         require_inference(tower, "TowerWoEGWrapper")
         groups = list(tower.feature_groups)
         sparse = InferenceEmbeddingGroup.from_embedding_group(
-            embedding_group, tower.features, groups
+            embedding_group, tower.features, groups, quant
         )
         dense = _dense_part(embedding_group, _DenseTower(tower, f"{tower_name}_emb"))
         super().__init__(tower_name, sparse, dense, groups)
 
 
-def export_modules(model: nn.Module) -> list[ExportModule]:
-    """The serving modules of a model: one per tower for match models, else one."""
+def export_modules(model: nn.Module, quant: tuple[str, str] | None = None) -> list[ExportModule]:
+    """The serving modules of a model: one per tower for match models, else one.
+
+    ``quant``: ``(pooled, sequence)`` table storage of the lookups (``tzrec export`` passes
+    ``quant_types_from_env()``, upstream's QUANT_EMB / QUANT_EC_EMB); None keeps FP32.
+    """
     towers = model.export_towers() if hasattr(model, "export_towers") else {}
     if not towers:
         dense = getattr(type(model), "dense_forward", None)
@@ -194,11 +208,14 @@ def export_modules(model: nn.Module) -> list[ExportModule]:
                 f"{type(model).__name__} cannot be exported: it needs an `embedding_group` "
                 "and `dense_forward(grouped)` (or `export_towers()`); see docs/export.md"
             )
-        return [ModelWrapper(model)]
-    out: list[ExportModule] = []
-    for name, tower in towers.items():
-        if isinstance(getattr(tower, "embedding_group", None), EmbeddingGroup):
-            out.append(TowerWrapper(tower, name))
-        else:
-            out.append(TowerWoEGWrapper(tower, name, model.embedding_group))
+        out: list[ExportModule] = [ModelWrapper(model, quant)]
+    else:
+        out = []
+        for name, tower in towers.items():
+            if isinstance(getattr(tower, "embedding_group", None), EmbeddingGroup):
+                out.append(TowerWrapper(tower, name, quant))
+            else:
+                out.append(TowerWoEGWrapper(tower, name, model.embedding_group, quant))
+    for module in out:
+        module.table_quant = quant or ("FP32", "FP32")
     return out
