@@ -9,9 +9,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from tzrec_testing import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 HEAVY = ("torch", "torchrec", "fbgemm_gpu", "tensorboard", "faiss")
 DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"

@@ -3,12 +3,15 @@
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
-from synthetic_data import write_dssm_data
-from tzrec_testing import REPO_ROOT, run
 
 from tzrec.core.cli import main
+from tzrec.core.testing import run
+from tzrec.data.testing import write_dssm_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"
 EVAL_LINE = re.compile(r"rank (\d) eval at step (\d+): (.*)")

@@ -8,12 +8,15 @@ is read exactly once is pinned row by row in tzrec-data's test_data_eval_shards.
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
-from synthetic_data import write_din_data
-from tzrec_testing import REPO_ROOT, run
 
 from tzrec.core.cli import main
+from tzrec.core.testing import run
+from tzrec.data.testing import write_din_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"
 

@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from tzrec_testing import REPO_ROOT
 
 from tzrec.core.cli import main
 from tzrec.core.plugins import get_plugin_manager, reset_plugin_manager
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 STALE = "docs/cli.md is stale: uv run python scripts/gen_cli_docs.py"
 #: Upstream's entry points (python -m ...) that docs/cli.md documents; each has a flag table.

@@ -5,10 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from synthetic_data import write_din_data, write_dssm_data
-from tzrec_testing import REPO_ROOT
 
 from tzrec.core.cli import main
+from tzrec.data.testing import write_din_data, write_dssm_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"
 DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"

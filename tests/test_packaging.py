@@ -19,9 +19,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tzrec_testing import REPO_ROOT, run, uv_bin
 
 from tzrec.core.fbgemm import cpu_swap_command
+from tzrec.core.testing import run, uv_bin
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tzrec_testing import REPO_ROOT
 
 from tzrec.core import builtin_commands
 from tzrec.core.builtin_commands import (
@@ -15,6 +14,8 @@ from tzrec.core.builtin_commands import (
 from tzrec.core.cli import build_parser, main
 from tzrec.core.config import edit_config, load_pipeline_config
 from tzrec.core.plugins import get_plugin_manager, reset_plugin_manager
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLES = REPO_ROOT / "docs" / "examples"
 

@@ -5,9 +5,14 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
-from tzrec_testing import FIXTURES, REPO_ROOT, run, uv_bin
+
+from tzrec.core.testing import run, uv_bin
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 PLUGIN_CONFIG = """
 train_input_path: "{data}/train.parquet"

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from export_testing import assert_outputs_close, random_inputs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from tzrec.core.build import build_model
 from tzrec.core.config import load_pipeline_config
 from tzrec.data import create_features
 from tzrec.data.readers.parquet import ParquetDataset
+from tzrec.data.testing import assert_outputs_close, random_inputs
 from tzrec.export import dims
 from tzrec.export.artifact import load_exported
 from tzrec.export.scripting import export_dense, script_sparse, to_torchscript
