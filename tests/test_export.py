@@ -84,7 +84,8 @@ def eval_batches(model_dir: Path, batch_size: int):
 
 
 @pytest.mark.parametrize("aot", [False, True], ids=["torchscript", "aot"])
-def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot):
+def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot, monkeypatch):
+    monkeypatch.setenv("QUANT_EMB", "0")  # FP32 tables: exact parity with the eager model
     _, model_dir = dssm
     out = tmp_path / "export"
     assert export(model_dir, out, *(["--aot"] if aot else [])) == 0
@@ -123,7 +124,10 @@ def test_dssm_towers_export_and_match_the_eager_model(dssm, tmp_path, aot):
 
 
 @pytest.mark.parametrize("aot", [False, True], ids=["torchscript", "aot"])
-def test_din_exports_one_model_that_matches_eager_including_empty_histories(din, tmp_path, aot):
+def test_din_exports_one_model_that_matches_eager_including_empty_histories(
+    din, tmp_path, aot, monkeypatch
+):
+    monkeypatch.setenv("QUANT_EMB", "0")  # FP32 tables: exact parity with the eager model
     _, model_dir = din
     out = tmp_path / "export"
     assert export(model_dir, out, *(["--aot"] if aot else [])) == 0
@@ -146,6 +150,32 @@ def test_din_exports_one_model_that_matches_eager_including_empty_histories(din,
         inputs = random_inputs(wrapper.features, {p: lengths for p in parents}, seed=len(lengths))
         with torch.no_grad():
             assert_outputs_close(wrapper(inputs), artefact(inputs))
+
+
+def test_export_quantises_pooled_tables_to_int8_by_default_as_upstream(
+    din, tmp_path, capsys, monkeypatch
+):
+    """QUANT_EMB unset: INT8 tables, within the stated bound; QUANT_EMB=INT4 is one line."""
+    monkeypatch.delenv("QUANT_EMB", raising=False)
+    monkeypatch.delenv("QUANT_EC_EMB", raising=False)
+    _, model_dir = din
+    out = tmp_path / "export"
+    assert export(model_dir, out) == 0
+    meta = json.loads((out / "model_meta.json").read_text())
+    assert meta["quant"]["QUANT_EMB"] == "INT8" and meta["quant"]["QUANT_EC_EMB"] == "FP32"
+    assert "INT8" in meta["quant"]["tables"].values()
+    assert 0 < meta["quant_lookup_max_abs_diff"] <= meta["quant_lookup_max_bound"] + 1e-6
+    assert meta["parity_max_abs_diff"] <= 1e-5  # the artefact equals its quantised module
+    artefact = torch.jit.load(str(out / "scripted_model.pt"))
+    stored = {str(t.dtype) for t in artefact.sparse.tables.values()}
+    assert "torch.uint8" in stored
+    capsys.readouterr()
+    monkeypatch.setenv("QUANT_EMB", "INT4")
+    assert export(model_dir, tmp_path / "int4") == 1
+    assert "QUANT_EMB='INT4' is not supported; use one of FP32, FP16, INT8" in one_line_error(
+        capsys
+    )
+    assert not (tmp_path / "int4").exists()
 
 
 def test_predict_writes_every_row_with_reserved_columns(dssm, tmp_path, capsys):
@@ -323,7 +353,10 @@ def test_predict_input_missing_a_column_is_one_line(dssm, tmp_path, capsys):
     assert "it holds towers item, user (point at one of them)" in one_line_error(capsys)
 
 
-def test_predict_from_a_checkpoint_equals_predict_from_the_export(dssm, tmp_path, capsys):
+def test_predict_from_a_checkpoint_equals_predict_from_the_export(
+    dssm, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("QUANT_EMB", "0")  # FP32 tables: exact parity with the checkpoint
     paths, model_dir = dssm
     out = tmp_path / "export"
     assert export(model_dir, out) == 0
