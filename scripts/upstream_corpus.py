@@ -166,6 +166,9 @@ def run_case(case: Path) -> None:
     os.environ.pop("USE_RTP", None)
     os.environ.update(spec["env"])
     for stage, argv in spec["stages"]:
+        items = case / "data" / "items.parquet"
+        if stage == "export" and items.exists():  # a match model's item tower export input
+            argv = [*argv, "--item_input_path", str(items)]
         buf = io.StringIO()
         try:
             with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):

@@ -211,6 +211,10 @@ def test_hstu_timestamps_actions_and_sequence_labels(tmp_path):
     nodes = NodeTable(res.files["sampler items"], ["video_id"], attr_delimiter="\t")
     cand_ids = {int(v) for s in t.column("cand_seq__video_id").to_pylist() for v in s.split("|")}
     assert cand_ids <= set(nodes.ids.tolist())
+    # one row per item under the bare attribute name: the item tower's export input
+    items = pq.read_table(res.files["items (tzrec export --item_input_path)"])
+    assert items.column_names == ["video_id"] and items.column("video_id").type == pa.int64()
+    assert items.column("video_id").to_pylist() == nodes.ids.tolist()
     assert "request_time" in res.columns and res.columns["request_time"] == "int64"
 
 

@@ -534,6 +534,7 @@ class _Synth:
         n_items = gen.id_range(key_f)
         ids = np.arange(n_items, dtype=np.int64)
         attrs: list[str] = []
+        item_columns: dict[str, pa.Array] = {}
         for a in cfg.attr_fields:
             found = self._attr_feature(a)
             if found is None:
@@ -546,6 +547,8 @@ class _Synth:
                 cells = gen.id_values(f, ids)
             else:
                 cells = self._keyed_cells(f, col, ids, gen)
+            # one row per item, typed, under the attribute's bare name (export's item table)
+            item_columns[a.split(SEQ_SEP, 1)[-1]] = cells
             if au_is_list(cells.type):
                 cells = pc.binary_join(cells.cast(pa.list_(pa.string())), self.multival_sep)
             attrs.append(cells.cast(pa.string()))
@@ -571,6 +574,10 @@ class _Synth:
             field_delim,
         )
         result.files["sampler items"] = str(item_path)
+        if item_columns:
+            table_path = out_dir / "items.parquet"
+            pq.write_table(pa.table(item_columns), table_path)
+            result.files["items (tzrec export --item_input_path)"] = str(table_path)
         path_field = "input_path" if name == "negative_sampler" else "item_input_path"
         result.config_paths[f"data_config.{name}.{path_field}"] = str(item_path)
         if name == "negative_sampler":
