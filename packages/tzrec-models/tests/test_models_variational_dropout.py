@@ -302,3 +302,12 @@ def test_a_tiny_config_trains_and_its_checkpoint_gives_the_importance(data_path,
     assert [float(r["mean_drop_p"]) for r in rows] == sorted(got.values())
     for i, name in enumerate(["user_id", "item_id", "noise"]):
         assert math.isclose(got[name], float(trained[i]), rel_tol=1e-6)
+
+
+def test_eval_view_traces_for_export():
+    """The dense part of an export is ``torch.jit.trace``d: the layer must trace and match."""
+    vd = _module().eval()
+    x = torch.randn(3, 6)
+    traced = torch.jit.trace(vd, (x,))
+    for got, want in zip(traced(x), vd(x), strict=True):
+        torch.testing.assert_close(got, want)

@@ -67,7 +67,8 @@ class VariationalDropout(nn.Module):
         # owner feature of every column, and the logit index of every column
         owner = torch.repeat_interleave(torch.arange(len(widths)), torch.tensor(widths))
         self.register_buffer("_owner", owner, persistent=False)
-        logit_of_col = torch.arange(total) if self.embedding_wise else owner
+        # (a copy: TorchScript tracing refuses one tensor under two buffer names)
+        logit_of_col = torch.arange(total) if self.embedding_wise else owner.clone()
         self.register_buffer("_logit_of_col", logit_of_col, persistent=False)
         self.feature_p = nn.Parameter(torch.randn(total if self.embedding_wise else len(widths)))
 
