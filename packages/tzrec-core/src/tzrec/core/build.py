@@ -105,6 +105,7 @@ def apply_sparse_optimizer(tc: train_pb2.TrainConfig, module: nn.Module) -> None
 
     Call it before sharding: the sharded tables then update inside backward.
     """
+    import torch
     from torch.distributed.optim import _apply_optimizer_in_backward
 
     from tzrec.core.engine.optim import sparse_optimizer_class_and_kwargs
@@ -118,8 +119,32 @@ def apply_sparse_optimizer(tc: train_pb2.TrainConfig, module: nn.Module) -> None
             sparse_schedule,
             sparse_kwargs.get("lr"),
         )
+    trainable, frozen = sparse_parameters(module)
+    if trainable:
+        _apply_optimizer_in_backward(sparse_cls, trainable, sparse_kwargs)
+    if frozen:
+        # as upstream: fused SGD with lr 0 keeps frozen tables bit-identical
+        _apply_optimizer_in_backward(torch.optim.SGD, frozen, {"lr": 0.0})
+
+
+def sparse_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The embedding tables' weights as (trainable, frozen).
+
+    A table is frozen when its torchrec config carries ``trainable=False`` (set by
+    tzrec-models from the features' ``trainable``).
+    """
+    trainable: list[nn.Parameter] = []
+    frozen: list[nn.Parameter] = []
     for emb in embedding_modules(module):
-        _apply_optimizer_in_backward(sparse_cls, emb.parameters(), sparse_kwargs)
+        configs = (
+            emb.embedding_bag_configs()
+            if hasattr(emb, "embedding_bag_configs")
+            else emb.embedding_configs()
+        )
+        suffixes = tuple(f".{c.name}.weight" for c in configs if not getattr(c, "trainable", True))
+        for name, param in emb.named_parameters():
+            (frozen if suffixes and f".{name}".endswith(suffixes) else trainable).append(param)
+    return trainable, frozen
 
 
 def build_optimizer(tc: train_pb2.TrainConfig, sharded: Any) -> tuple[Any, list[Any]]:
@@ -149,4 +174,5 @@ __all__ = [
     "dataset_class",
     "embedding_modules",
     "model_class",
+    "sparse_parameters",
 ]

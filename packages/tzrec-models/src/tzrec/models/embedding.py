@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -142,16 +143,28 @@ def _select(kjt: KeyedJaggedTensor, keys: list[str]) -> KeyedJaggedTensor:
     return kjt.permute([index[k] for k in keys])
 
 
+_Cfg = TypeVar("_Cfg", EmbeddingConfig, EmbeddingBagConfig)
+
+
+def _frozen(config: _Cfg, table: Table) -> _Cfg:
+    """Mark a table config with its ``trainable`` (read by the engine's sparse optimizer)."""
+    config.trainable = table.trainable  # type: ignore[attr-defined]
+    return config
+
+
 def _bag_collection(tables: list[Table]) -> EmbeddingBagCollection:
     return EmbeddingBagCollection(
         tables=[
-            EmbeddingBagConfig(
-                name=t.name,
-                embedding_dim=t.dim,
-                num_embeddings=t.num_embeddings,
-                feature_names=[f.name for f in t.features],
-                pooling=_pooling(t.pooling),
-                data_type=_DATA_TYPES[t.data_type],
+            _frozen(
+                EmbeddingBagConfig(
+                    name=t.name,
+                    embedding_dim=t.dim,
+                    num_embeddings=t.num_embeddings,
+                    feature_names=[f.name for f in t.features],
+                    pooling=_pooling(t.pooling),
+                    data_type=_DATA_TYPES[t.data_type],
+                ),
+                t,
             )
             for t in tables
         ],
@@ -163,12 +176,15 @@ def _bag_collection(tables: list[Table]) -> EmbeddingBagCollection:
 def _collection(tables: list[Table]) -> EmbeddingCollection:
     return EmbeddingCollection(
         tables=[
-            EmbeddingConfig(
-                name=t.name,
-                embedding_dim=t.dim,
-                num_embeddings=t.num_embeddings,
-                feature_names=[f.name for f in t.features],
-                data_type=_DATA_TYPES[t.data_type],
+            _frozen(
+                EmbeddingConfig(
+                    name=t.name,
+                    embedding_dim=t.dim,
+                    num_embeddings=t.num_embeddings,
+                    feature_names=[f.name for f in t.features],
+                    data_type=_DATA_TYPES[t.data_type],
+                ),
+                t,
             )
             for t in tables
         ]

@@ -127,6 +127,12 @@ def storage_type(feature: BaseFeature) -> str:
     return data_type
 
 
+def is_trainable(feature: BaseFeature) -> bool:
+    """A feature's ``trainable`` (proto default true): false freezes its embedding table."""
+    cfg = feature.config
+    return bool(getattr(cfg, "trainable", True))
+
+
 ZCH_POLICIES = ("lfu", "lru", "distance_lfu")
 
 
@@ -183,6 +189,9 @@ class Table:
     #: the features' ``zch`` (zero-collision hashing: a torchrec managed-collision
     #: module remaps raw int64 ids to ``zch_size`` rows), None for plain tables
     zch: feature_pb2.ZeroCollisionHash | None = None
+    #: the features' ``trainable`` (default true): a frozen table keeps its weights in
+    #: training (the engine gives it SGD with lr 0 instead of the sparse optimizer)
+    trainable: bool = True
 
 
 @dataclass
@@ -450,6 +459,7 @@ class GroupLayout:
         dim = self.wide_dim if wide else f.embedding_dim
         data_type = storage_type(f)
         zch = zero_collision_hash(f)
+        trainable = is_trainable(f)
         table = self.tables.get(name)
         if table is None:
             table = self.tables[name] = Table(
@@ -461,6 +471,13 @@ class GroupLayout:
                 wide=wide,
                 data_type=data_type,
                 zch=zch,
+                trainable=trainable,
+            )
+        elif table.trainable != trainable:
+            first = table.features[0].name
+            raise ConfigError(
+                f"embedding '{name}' is shared by '{first}' (trainable {table.trainable}) and "
+                f"'{f.name}' (trainable {trainable}); shared tables need one trainable"
             )
         elif table.zch != zch:
             first = table.features[0].name

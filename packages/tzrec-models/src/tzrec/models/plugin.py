@@ -91,6 +91,9 @@ SUPPORTED_FIELDS = (
     # embedding tables (tzrec.models.layout): storage precision FP32/FP16, others refused
     "IdFeature.data_type",
     "RawFeature.data_type",
+    # frozen tables (trainable: false): the engine gives them SGD with lr 0, as upstream
+    "IdFeature.trainable",
+    "RawFeature.trainable",
     # zero-collision hashing (torchrec MCH modules; threshold_filtering_func is refused)
     "IdFeature.zch",
     "ZeroCollisionHash.zch_size>0",
