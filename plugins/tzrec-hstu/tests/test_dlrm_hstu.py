@@ -293,6 +293,10 @@ def _no_tasks(config):
     del config.model_config.dlrm_hstu.fusion_mtl_tower.task_configs[:]
 
 
+def _variational_dropout(config):
+    config.model_config.variational_dropout.regularization_lambda = 0.01
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
@@ -302,6 +306,7 @@ def _no_tasks(config):
         (_uih_preprocessor, "input_preprocessor: uih_preprocessor does not append candidates"),
         (_no_candidate_group, "feature group named 'candidate'"),
         (_no_tasks, "fusion_mtl_tower.task_configs"),
+        (_variational_dropout, "model_config.variational_dropout: not supported by DlrmHSTU"),
     ],
 )
 def test_bad_config_is_a_one_line_config_error(rank_data, edit, field):

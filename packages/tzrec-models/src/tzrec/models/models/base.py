@@ -45,6 +45,9 @@ class BaseModel(nn.Module):
         sample_weights: sample-weight field names.
     """
 
+    #: a model that applies ``model_config.variational_dropout`` sets this (others refuse it)
+    honours_variational_dropout: bool = False
+
     def __init__(
         self,
         model_config: model_pb2.ModelConfig,
@@ -76,6 +79,10 @@ class BaseModel(nn.Module):
             raise ConfigError(
                 f"model_config.train_metrics: {type(self).__name__} computes no training "
                 "metrics (remove train_metrics)"
+            )
+        if model_config.HasField("variational_dropout") and not self.honours_variational_dropout:
+            raise ConfigError(
+                f"model_config.variational_dropout: not supported by {type(self).__name__}"
             )
 
     # -- contract --------------------------------------------------------------------------

@@ -34,12 +34,6 @@ class MatchModel(BaseModel):
         cfg = self._model_config
         self._in_batch_negative = bool(getattr(cfg, "in_batch_negative", False))
         self._temperature = float(getattr(cfg, "temperature", 1.0)) or 1.0
-        if self._base_model_config.HasField("variational_dropout") and not getattr(
-            type(self), "honours_variational_dropout", False
-        ):
-            raise ConfigError(
-                f"model_config.variational_dropout: not supported by {type(self).__name__}"
-            )
         self._init_losses(allowed=["softmax_cross_entropy"])
         if len(self._loss_modules) != 1:
             raise ConfigError("model_config.losses: match models take exactly one loss")

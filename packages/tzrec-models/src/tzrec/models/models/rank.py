@@ -35,12 +35,6 @@ class RankModel(BaseModel):
         if not self._labels:
             raise ConfigError("data_config.label_fields: a rank model needs a label")
         self._label_name = self._labels[0]
-        if self._base_model_config.HasField("variational_dropout") and not getattr(
-            type(self), "honours_variational_dropout", False
-        ):
-            raise ConfigError(
-                f"model_config.variational_dropout: not supported by {type(self).__name__}"
-            )
         self._init_losses(num_class=self._num_class)
         self._init_metrics(num_class=self._num_class)
         self._init_rank_train_metrics()
