@@ -293,19 +293,14 @@ def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, f
     return series
 
 
-#: Line colours of the eval metrics, in order.
-_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
-
-
 def write_training_curve(
     model_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
 ) -> Path | None:
     """Draw ``loss/total`` and the eval metrics of ``model_dir`` by step as a PNG.
 
     The top panel is the training loss (``model_dir`` events), the bottom one every eval
-    ``metric/<name>`` (``model_dir/eval_val`` events). Drawn with Pillow (a dependency of
-    tensorboard) so no plotting library is needed. Returns the PNG path, or None when
-    there is nothing to draw.
+    ``metric/<name>`` (``model_dir/eval_val`` events), drawn with matplotlib's Agg backend
+    (no display needed). Returns the PNG path, or None when there is nothing to draw.
     """
     model_dir = Path(model_dir)
     train = read_scalars(model_dir)
@@ -315,64 +310,37 @@ def write_training_curve(
     metrics = {k.removeprefix("metric/"): v for k, v in sorted(evals.items()) if v}
     if not loss and not metrics:
         return None
-    from PIL import Image, ImageDraw, ImageFont
+    from matplotlib.figure import Figure  # a Figure without pyplot: no global state, no GUI
 
-    width, height = 900, 620
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    steps = [s for s, _ in loss] + [s for v in metrics.values() for s, _ in v]
-    x_range = (min(steps), max(max(steps), min(steps) + 1))
-    _panel(draw, font, (70, 30, width - 20, 290), x_range, {"loss/total": loss}, "training loss")
-    _panel(draw, font, (70, 340, width - 20, height - 40), x_range, metrics, "eval metrics")
-    draw.text((width // 2 - 15, height - 22), "step", fill="black", font=font)
+    fig = Figure(figsize=(9, 6.2), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    _panel(top, {"loss/total": loss}, "training loss")
+    _panel(bottom, metrics, "eval metrics")
+    bottom.set_xlabel("step")
     path = Path(out) if out is not None else model_dir / TRAINING_CURVE_FILENAME
-    image.save(path, format="PNG")
+    fig.savefig(path, format="png")
     return path
 
 
-def _panel(
-    draw: Any,
-    font: Any,
-    box: tuple[int, int, int, int],
-    x_range: tuple[int, int],
-    series: Mapping[str, list[tuple[int, float]]],
-    title: str,
-) -> None:
-    """One framed plot: axes with min/max ticks, a line (and dots) per series, a legend."""
-    left, top, right, bottom = box
-    draw.rectangle(box, outline="black")
-    draw.text((left, top - 16), title, fill="black", font=font)
-    values = [v for points in series.values() for _, v in points if math.isfinite(v)]
-    if not values:
-        draw.text((left + 10, top + 10), "(nothing logged)", fill="gray", font=font)
-        return
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    x0, x1 = x_range
-
-    def xy(step: int, value: float) -> tuple[float, float]:
-        fx = (step - x0) / (x1 - x0)
-        fy = (value - lo) / (hi - lo)
-        return left + 8 + fx * (right - left - 16), bottom - 8 - fy * (bottom - top - 16)
-
-    for value in (lo, hi):
-        y = xy(x0, value)[1]
-        draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((4, y - 6), f"{value:.4g}", fill="black", font=font)
-    for step in (x0, x1):
-        x = xy(step, lo)[0]
-        draw.line([(x, bottom), (x, bottom + 4)], fill="black")
-        draw.text((x - 10, bottom + 6), str(step), fill="black", font=font)
-    for i, (name, points) in enumerate(series.items()):
-        colour = _COLOURS[i % len(_COLOURS)]
-        pts = [xy(s, v) for s, v in points if math.isfinite(v)]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-        for x, y in pts if len(pts) <= 50 else []:
-            draw.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=colour)
-        last = points[-1][1]
-        draw.text(
-            (right - 200, top + 6 + 14 * i), f"{name} (last {last:.4f})", fill=colour, font=font
+def _panel(ax: Any, series: Mapping[str, list[tuple[int, float]]], title: str) -> None:
+    """One plot: a line (with dots for short series) per series, labelled with its last value."""
+    ax.set_title(title, loc="left")
+    ax.grid(True, alpha=0.3)
+    drawn = False
+    for name, points in series.items():
+        pts = [(s, v) for s, v in points if math.isfinite(v)]
+        if not pts:
+            continue
+        steps, values = zip(*pts, strict=True)
+        ax.plot(
+            steps,
+            values,
+            marker="o" if len(pts) <= 50 else None,
+            markersize=3,
+            label=f"{name} (last {points[-1][1]:.4f})",
         )
+        drawn = True
+    if drawn:
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "(nothing logged)", transform=ax.transAxes, ha="center", color="gray")
