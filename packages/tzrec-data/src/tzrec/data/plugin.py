@@ -43,6 +43,9 @@ SUPPORTED_FIELDS = (
     "DataConfig.delimiter",
     "DataConfig.with_header",
     "DataConfig.fg_encoded_multival_sep",
+    # one row count for every data group: already so without appended negatives (refused
+    # with them), see readers.base.check_force_base_data_group
+    "DataConfig.force_base_data_group",
     # fg settings: mapped onto column reading (FG_NONE) with a warning, as documented
     "DataConfig.fg_encoded",
     "DataConfig.fg_mode",

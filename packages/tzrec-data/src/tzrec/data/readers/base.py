@@ -24,6 +24,33 @@ from tzrec.data.samplers.join import NegativeJoin, build_negative_join
 
 logger = logging.getLogger(__name__)
 
+_FORCE_BASE_LOGGED = False
+
+
+def check_force_base_data_group(negatives: NegativeJoin | None) -> None:
+    """Honour ``data_config.force_base_data_group`` (upstream pads every group to one size).
+
+    Upstream zero-pads the features of the batch rows to the input's largest row count.
+    Without a sampler, or with negatives joined into candidate sequences, every data group
+    already has the batch's rows, so that padding is a no-op and results are identical:
+    tzrec accepts it and logs so once. With negatives appended as ``__NEG__`` rows the
+    padding would make the padded rows users (changing every loss), so it is refused.
+    """
+    global _FORCE_BASE_LOGGED
+    if negatives is not None and negatives.candidate is None:
+        raise ConfigError(
+            "data_config.force_base_data_group: not supported with a sampler whose negatives "
+            "are appended as rows (item_id_field is not a candidate sequence); upstream pads "
+            "the user side to the negatives' row count, which scores padding as users; unset it"
+        )
+    if not _FORCE_BASE_LOGGED:
+        _FORCE_BASE_LOGGED = True
+        logger.info(
+            "data_config.force_base_data_group: tzrec's data groups keep their own row "
+            "counts, here all equal to the batch's, so results are identical to upstream's"
+        )
+
+
 FILE_COL = "__tzrec_file__"
 ROW_COL = "__tzrec_row__"
 ALL_COLUMNS = "ALL_COLUMNS"
@@ -213,6 +240,8 @@ class BaseDataset(IterableDataset):
                 self.is_training,
             )
         self._sampler_columns = self._negatives.columns if self._negatives else []
+        if getattr(self.data_config, "force_base_data_group", False):
+            check_force_base_data_group(self._negatives)
 
     def _schema(self) -> pa.Schema | None:
         return None
@@ -523,4 +552,10 @@ def create_dataloader(dataset: BaseDataset, pin_memory: bool | None = None) -> D
     )
 
 
-__all__ = ["BaseDataset", "create_dataloader", "expand_input_path", "get_rank_world"]
+__all__ = [
+    "BaseDataset",
+    "check_force_base_data_group",
+    "create_dataloader",
+    "expand_input_path",
+    "get_rank_world",
+]
