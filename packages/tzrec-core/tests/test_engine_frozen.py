@@ -124,3 +124,14 @@ def test_shared_table_with_mixed_trainable_is_one_line(tmp_path):
     features = build.create_features(config)
     with pytest.raises(ConfigError, match="embedding 'shared' is shared by .*trainable"):
         build.build_model(config, features)
+
+
+def test_the_schema_walk_accepts_trainable():
+    from tzrec.core.support import check_supported_fields
+    from tzrec.protos import pipeline_pb2
+
+    config = pipeline_pb2.EasyRecConfig()
+    feature = config.feature_configs.add().id_feature
+    feature.feature_name = "f"
+    feature.trainable = False
+    assert check_supported_fields(config, "p.config", allow_unsupported=False) == []
