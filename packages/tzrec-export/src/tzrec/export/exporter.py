@@ -60,7 +60,12 @@ from tzrec.export.scripting import (
     script_sparse,
     to_torchscript,
 )
-from tzrec.export.wrappers import ExportModule, export_modules
+from tzrec.export.wrappers import (
+    AutocastDense,
+    ExportModule,
+    export_modules,
+    mixed_precision_dtype,
+)
 from tzrec.models.inference import feature_tensor_names, inputs_from_batch, quant_types_from_env
 from tzrec.protos import feature_pb2, pipeline_pb2
 
@@ -311,6 +316,9 @@ def _export_locked(
     modules = export_modules(model, quant)
     # the FP32 twins (same weights) that quantised lookups are checked against
     references = {m.name: m for m in export_modules(model)} if quant != ("FP32", "FP32") else {}
+    precision = export_mixed_precision(config)
+    for m in [*modules, *references.values()]:
+        m.set_mixed_precision(precision)
     tmp = unique_name(out_dir, TMP_TAG)
     tmp.mkdir()
     written: list[Path] = []
@@ -359,6 +367,26 @@ def _export_locked(
     return written
 
 
+def export_mixed_precision(config: pipeline_pb2.EasyRecConfig) -> str:
+    """``export_config.mixed_precision`` (``BF16`` / ``FP16`` / ``""``), as upstream resolves it.
+
+    The export uses the export config's value only; a warning says when it differs from
+    ``train_config.mixed_precision``.
+    """
+    export_mp = config.export_config.mixed_precision.strip().upper()
+    mixed_precision_dtype(export_mp)  # refuse unknown values in one line
+    train_mp = config.train_config.mixed_precision.strip().upper()
+    if train_mp != export_mp:
+        logger.warning(
+            "export_config.mixed_precision=%r differs from train_config.mixed_precision=%r; "
+            "export uses %r",
+            export_mp,
+            train_mp,
+            export_mp,
+        )
+    return export_mp
+
+
 def write_artefact(
     module: ExportModule,
     cfg: pipeline_pb2.EasyRecConfig,
@@ -397,6 +425,7 @@ def write_artefact(
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
         "quant": quant_meta(module),
+        "mixed_precision": module.mixed_precision,
     }
     clash = sorted(set(extra_meta or {}) & (set(meta) | set(_CHECK_KEYS)))
     if clash:
@@ -418,6 +447,11 @@ def write_artefact(
         )
     meta["parity_max_abs_diff"] = diff
     meta["parity_rows"] = int(next(iter(eager.values())).shape[0])
+    if isinstance(module.dense, AutocastDense):
+        # the eager module and the artefact share the autocast; this is its cost vs float32
+        with torch.no_grad():
+            fp32 = module.dense.inner(grouped)
+        meta["mixed_precision_fp32_max_abs_diff"] = _max_abs_diff(fp32, eager)
     if reference is not None and any(k != "FP32" for k in module.sparse.quant.values()):
         lookup_diff, bound = check_quantized_lookups(module.sparse, reference.sparse, inputs, label)
         meta["quant_lookup_max_abs_diff"] = lookup_diff
@@ -438,6 +472,7 @@ def write_artefact(
 _CHECK_KEYS = (
     "parity_max_abs_diff",
     "parity_rows",
+    "mixed_precision_fp32_max_abs_diff",
     "quant_lookup_max_abs_diff",
     "quant_lookup_max_bound",
     "quant_output_max_abs_diff",

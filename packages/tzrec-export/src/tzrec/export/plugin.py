@@ -34,6 +34,8 @@ SUPPORTED_FIELDS = (
     "ExportConfig.exporter_type",
     "ExportConfig.best_exporter_metric",
     "ExportConfig.metric_larger_is_better",
+    # the dense part under torch.autocast (BF16/FP16), checked against eager under it
+    "ExportConfig.mixed_precision",
 )
 
 

@@ -101,6 +101,46 @@ def _dense_part(embedding_group: EmbeddingGroup, dense: nn.Module) -> nn.Module:
     )
 
 
+#: ``export_config.mixed_precision`` -> autocast dtype (as upstream's names)
+MIXED_PRECISION = {"BF16": torch.bfloat16, "FP16": torch.float16}
+
+
+class AutocastDense(nn.Module):
+    """The dense part run under ``torch.autocast`` (``export_config.mixed_precision``).
+
+    Tracing and ``torch.export`` record the casts, so the artefact computes in ``dtype``
+    as the eager module does; floating outputs are returned as float32 (one serving dtype).
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype, device_type: str = "cpu") -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+        self.device_type = device_type
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inner outputs under autocast, floating ones back in float32."""
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            out = self.inner(grouped)
+        return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+
+
+def mixed_precision_dtype(value: str) -> torch.dtype | None:
+    """The autocast dtype of ``export_config.mixed_precision`` (None when empty).
+
+    Raises:
+        ConfigError: a value other than ``BF16`` / ``FP16``.
+    """
+    key = value.strip().upper()
+    if not key:
+        return None
+    if key not in MIXED_PRECISION:
+        raise ConfigError(
+            f"export_config.mixed_precision: expected BF16, FP16 or empty, got {value!r}"
+        )
+    return MIXED_PRECISION[key]
+
+
 class ExportModule(nn.Module):
     """``dense(sparse(inputs))``: feature tensors in, named outputs out.
 
@@ -128,6 +168,16 @@ class ExportModule(nn.Module):
         self.output_row_lengths: str | None = None
         #: ``(pooled, sequence)`` table storage asked for (QUANT_EMB, QUANT_EC_EMB)
         self.table_quant: tuple[str, str] = ("FP32", "FP32")
+        #: ``export_config.mixed_precision`` of the dense part (``""``: float32)
+        self.mixed_precision = ""
+
+    def set_mixed_precision(self, value: str, device_type: str = "cpu") -> None:
+        """Run the dense part under autocast (``BF16`` / ``FP16``); ``""`` keeps float32."""
+        dtype = mixed_precision_dtype(value)
+        if dtype is None or self.mixed_precision:
+            return
+        self.dense = AutocastDense(self.dense, dtype, device_type)
+        self.mixed_precision = value.strip().upper()
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Outputs for one batch of feature tensors."""
