@@ -8,18 +8,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from export_testing import assert_outputs_close, random_inputs
-from synthetic_data import write_din_data, write_dssm_data
-from tzrec_testing import REPO_ROOT
 
 from tzrec.core.build import build_dataset
 from tzrec.core.cli import main
 from tzrec.core.config import load_pipeline_config
+from tzrec.data.testing import assert_outputs_close, random_inputs, write_din_data, write_dssm_data
 from tzrec.export.artifact import load_exported
 from tzrec.export.exporter import load_trained_model, resolve_checkpoint
 from tzrec.export.wrappers import export_modules
 from tzrec.models.inference import inputs_from_batch
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DSSM = REPO_ROOT / "docs" / "examples" / "dssm.config"
 DIN = REPO_ROOT / "docs" / "examples" / "multi_tower_din.config"
 
