@@ -135,3 +135,22 @@ def test_closing_a_summary_draws_the_training_curve_from_all_runs(tmp_path):
 def test_training_curve_needs_something_to_draw(tmp_path):
     assert write_training_curve(tmp_path) is None
     assert not (tmp_path / TRAINING_CURVE_FILENAME).exists()
+
+
+def test_progress_totals_come_from_the_dataset_batch_count():
+    """Train and eval bars get a total (so tqdm shows an ETA) when the reader can count."""
+    from types import SimpleNamespace
+
+    from tzrec.core.engine.engine import expected_batches
+    from tzrec.core.engine.loop import _epoch_steps
+
+    counted = SimpleNamespace(num_batches=lambda: 6)
+    unknown = SimpleNamespace(num_batches=lambda: None)
+    assert expected_batches(SimpleNamespace(dataset=counted)) == 6
+    assert expected_batches(SimpleNamespace(dataset=counted), max_steps=4) == 4
+    assert expected_batches(SimpleNamespace(dataset=unknown)) is None
+    assert expected_batches(SimpleNamespace(dataset=unknown), max_steps=4) == 4
+    assert expected_batches(object()) is None
+    assert _epoch_steps(counted, 3) == 18
+    assert _epoch_steps(counted, 0) is None  # a step-bounded run shows num_steps instead
+    assert _epoch_steps(unknown, 3) is None

@@ -88,3 +88,22 @@ def test_csv_evaluation_with_several_processes_is_refused(tmp_path, feature_conf
     # one process, and training with two, read csv as before
     assert len(list(CsvDataset(dc, fs, str(p), mode="eval", rank=0, world_size=1))) == 2
     assert list(CsvDataset(dc, fs, str(p), mode="train", rank=1, world_size=2))
+
+
+@pytest.mark.parametrize(("mode", "world"), [("eval", 1), ("eval", 3), ("train", 1)])
+def test_num_batches_counts_a_pass_up_front(
+    feature_configs, data_config, write_parquet, tmp_path, mode, world
+):
+    """What progress bars show as their total equals the batches the pass yields."""
+    path = write_parquet("n.parquet", _columns(23), row_group_size=5)
+    dc = data_config(
+        'dataset_type: ParquetDataset batch_size: 4 eval_batch_size: 4 label_fields: "label" '
+        "with_header: true"
+    )
+    fs = create_features(feature_configs(*FEATS), dc)
+    ds = ParquetDataset(dc, fs, path, mode=mode, rank=0, world_size=world)
+    assert ds.num_batches() == len(list(ds))
+    assert ds.num_batches() == {1: 6, 3: 2}[world]  # ceil(23/4); ceil(23 / (3 * 4))
+    csv = tmp_path / "n.csv"
+    csv.write_text("uid,label\n1,0\n")
+    assert CsvDataset(dc, fs, str(csv), mode=mode).num_batches() is None

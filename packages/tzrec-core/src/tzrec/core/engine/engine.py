@@ -185,6 +185,19 @@ def _all_ranks_true(flag: bool, like: torch.Tensor) -> bool:
     return bool(int(t))
 
 
+def expected_batches(dataloader: Any, max_steps: int = 0, passes: int = 1) -> int | None:
+    """Batches ``passes`` passes over ``dataloader`` give, capped by ``max_steps``.
+
+    From ``dataset.num_batches()`` when the dataset can count them up front; else None.
+    """
+    count = getattr(getattr(dataloader, "dataset", None), "num_batches", None)
+    per_pass = count() if callable(count) else None
+    total = per_pass * passes if per_pass is not None else None
+    if max_steps:
+        return min(total, max_steps) if total is not None else max_steps
+    return total
+
+
 class Engine:
     """A model wrapped for (distributed) training: DMP, optimizers, schedules, checkpoints.
 
@@ -297,7 +310,7 @@ class Engine:
         """
         self.dmp.eval()
         self.model.reset_metric()
-        progress = ProgressReporter(desc)
+        progress = ProgressReporter(desc, total=expected_batches(dataloader, max_steps))
         steps = 0
         with torch.no_grad():
             for batch in lockstep(dataloader, "evaluation"):

@@ -250,7 +250,11 @@ def _train(
             dist_util.restore_rng(pending_rng)
             pending_rng = None
 
-    progress = ProgressReporter("Training", total=num_steps or None, start_step=state.global_step)
+    progress = ProgressReporter(
+        "Training",
+        total=num_steps or _epoch_steps(train_ds, num_epochs),
+        start_step=state.global_step,
+    )
     start = time.monotonic()
     start_step = state.global_step
     # steady-state throughput excludes the first steps (reader start-up, lazy init)
@@ -348,6 +352,16 @@ def _train(
         "data": dict(stats) if isinstance(stats, dict) else {},
         "skipped_non_finite": skipped,
     }
+
+
+def _epoch_steps(dataset: Any, num_epochs: int) -> int | None:
+    """Steps of ``num_epochs`` passes (one per batch), for the progress bar's total.
+
+    None for a step-bounded run or a dataset that cannot count its batches up front.
+    """
+    count = getattr(dataset, "num_batches", None)
+    per_epoch = count() if num_epochs and callable(count) else None
+    return num_epochs * per_epoch if per_epoch else None
 
 
 def evaluate(

@@ -348,6 +348,22 @@ class BaseDataset(IterableDataset):
         """Rows of each unit, known before reading (``None``: this reader cannot tell)."""
         return None
 
+    def num_batches(self) -> int | None:
+        """Batches one pass yields on this rank, from row counts known up front.
+
+        An estimate for progress bars (bad rows dropped and per-worker remainders are not
+        foreseen); ``None`` when the reader cannot count rows before reading (csv).
+        """
+        units = self._units()
+        rows = self._unit_rows(units)
+        if rows is None:
+            return None
+        if self.mode == "eval" and self.world_size > 1:
+            return self._eval_plan(rows)[1]
+        per_rank = -(-int(sum(rows)) // max(self.world_size, 1))
+        full, rest = divmod(per_rank, self.batch_size)
+        return full + (1 if rest and not self.drop_remainder else 0)
+
     def _eval_plan(self, rows: list[int] | None) -> tuple[list[int], int]:
         """Split all evaluation rows into ``world_size * k`` batches, ``k`` per rank.
 
