@@ -12,7 +12,8 @@ from tzrec.data.features import create_features
 from tzrec.data.readers.csv import CsvDataset
 from tzrec.data.readers.parquet import ParquetDataset
 from tzrec.data.samplers.tables import EdgeTable, NodeTable
-from tzrec.data.synth import BASE_TIME, SynthDataCommand, SynthOptions, synthesize
+from tzrec.data.synth import BASE_TIME, SynthOptions, synthesize
+from tzrec.data.synth_command import SynthDataCommand
 
 DSSM = """
 train_input_path: "odps://p/tables/train" eval_input_path: "odps://p/tables/eval"

@@ -22,7 +22,7 @@ def register_samplers(register: Register) -> None:
 @hookimpl
 def register_commands(register: Register) -> None:
     """``tzrec synth-data``: synthetic data with the columns a pipeline config reads."""
-    register("synth-data", "tzrec.data.synth:SynthDataCommand")
+    register("synth-data", "tzrec.data.synth_command:SynthDataCommand")
 
 
 #: Config fields tzrec-data reads and honours (readers, features, samplers). Add a field here
