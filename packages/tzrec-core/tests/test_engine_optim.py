@@ -319,6 +319,8 @@ def test_sparse_optimizer_in_backward_trains_a_sharded_ebc_on_cpu(tmp_path):
         Topology,
     )
 
+    if dist.is_initialized():  # an earlier in-process training (setup_process) left its group
+        dist.destroy_process_group()
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
         ebc = EmbeddingBagCollection(
