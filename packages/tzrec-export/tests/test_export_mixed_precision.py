@@ -77,8 +77,10 @@ def test_bf16_export_matches_autocast_eager_and_is_close_to_fp32(model_and_batch
     with torch.no_grad():
         exported, eager, full = loaded(inputs), served(inputs), fp32(inputs)
     assert exported["probs"].dtype == torch.float32
-    # tight: the artefact computes as the eager module under the same autocast
+    # tight: the artefact computes as the eager module under the same autocast (here
+    # within PARITY_ATOL; the check allows PARITY_ATOL + one bfloat16 epsilon * |eager|)
     assert meta["parity_max_abs_diff"] <= PARITY_ATOL
+    assert meta["parity_rtol"] == 2**-7
     torch.testing.assert_close(exported["logits"], eager["logits"], atol=PARITY_ATOL, rtol=0)
     # loose: bfloat16 differs from float32, but not by much
     off = float((exported["logits"] - full["logits"]).abs().max())
@@ -91,6 +93,7 @@ def test_bf16_export_matches_autocast_eager_and_is_close_to_fp32(model_and_batch
 def test_no_mixed_precision_records_an_empty_value(model_and_batch, tmp_path):
     meta, loaded, served, fp32, inputs = _export(model_and_batch, tmp_path, "", False)
     assert meta["mixed_precision"] == "" and "mixed_precision_fp32_max_abs_diff" not in meta
+    assert meta["parity_rtol"] == 0.0
     assert not isinstance(served.dense, AutocastDense)
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs), fp32(inputs), atol=PARITY_ATOL, rtol=0)
@@ -107,3 +110,15 @@ def test_export_precision_comes_from_export_config_and_warns_on_mismatch(caplog)
     config.export_config.mixed_precision = "INT8"
     with pytest.raises(ConfigError, match=r"^export_config.mixed_precision: expected BF16"):
         export_mixed_precision(config)
+
+
+def test_parity_allows_one_epsilon_per_value_and_no_more():
+    from tzrec.export.exporter import _max_excess
+
+    eager = {"logits": torch.tensor([1.0, 4.0, -6.0])}
+    eps = 2**-7
+    one_ulp = {"logits": eager["logits"] + torch.tensor([eps, -4 * eps, 6 * eps])}
+    assert _max_excess(eager, one_ulp, eps) <= PARITY_ATOL
+    assert _max_excess(eager, one_ulp, 0.0) > PARITY_ATOL  # float32: no rtol
+    off = {"logits": eager["logits"] + torch.tensor([3 * eps, 0.0, 0.0])}
+    assert _max_excess(eager, off, eps) == pytest.approx(2 * eps)
