@@ -312,7 +312,7 @@ def test_train_metrics_are_logged_and_written_to_tensorboard(
     def compute_train_metric(self):
         return {"batches": torch.tensor(float(len(seen)))}
 
-    from tzrec.models.models.rank import RankModel
+    from tzrec.models.rank import RankModel
 
     monkeypatch.setattr(RankModel, "update_train_metric", update_train_metric, raising=False)
     monkeypatch.setattr(RankModel, "compute_train_metric", compute_train_metric, raising=False)

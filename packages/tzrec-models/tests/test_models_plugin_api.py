@@ -43,8 +43,8 @@ class Dense(RankModel):
 
 
 def test_export_contract_of_classes():
-    from tzrec.models.models.match import DSSM
-    from tzrec.models.models.rank import MultiTower, MultiTowerDIN
+    from tzrec.models.match import DSSM
+    from tzrec.models.rank import MultiTower, MultiTowerDIN
 
     for cls in (DSSM, MultiTower, MultiTowerDIN, Dense):
         assert export_contract_error(cls) is None, cls

@@ -11,9 +11,9 @@ from tzrec.core.config import parse_pipeline_config, validate_pipeline_config
 from tzrec.core.engine import loop
 from tzrec.core.errors import ConfigError
 from tzrec.data import Batch
-from tzrec.models.models.base import BaseModel
-from tzrec.models.models.match import MatchModel
-from tzrec.models.models.rank import RankModel
+from tzrec.models.base import BaseModel
+from tzrec.models.match import MatchModel
+from tzrec.models.rank import RankModel
 from tzrec.protos import model_pb2
 
 ROWS, BATCH, STEPS = 256, 32, 8

@@ -16,12 +16,12 @@ from tzrec.core.engine.checkpoint import CheckpointStore, load
 from tzrec.core.engine.engine import TrainWrapper
 from tzrec.core.errors import ConfigError
 from tzrec.data import ParquetDataset
-from tzrec.models.models.rank import MultiTower, RankModel
 from tzrec.models.modules.variational_dropout import (
     VariationalDropout,
     feature_importance,
     write_feature_importance,
 )
+from tzrec.models.rank import MultiTower, RankModel
 
 DIMS = {"a": 2, "b": 1, "c": 3}
 EPS = torch.finfo(torch.float32).eps

@@ -26,9 +26,9 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature
+from tzrec.models.base import BaseModel, in_serving_view
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.inference import InferenceEmbeddingGroup
-from tzrec.models.models.base import BaseModel, in_serving_view
 from tzrec.protos import model_pb2
 
 _NOT_DENSE = ("embedding_group", "_loss_modules", "_metric_modules")

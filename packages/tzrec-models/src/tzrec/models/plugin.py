@@ -11,11 +11,11 @@ _SEQUENCE_ENCODERS = {
 }
 
 _LOSSES = {
-    "binary_cross_entropy": "tzrec.models.losses.losses:BinaryCrossEntropy",
-    "softmax_cross_entropy": "tzrec.models.losses.losses:SoftmaxCrossEntropy",
-    "l2_loss": "tzrec.models.losses.losses:L2Loss",
-    "jrc_loss": "tzrec.models.losses.losses:JRCLoss",
-    "binary_focal_loss": "tzrec.models.losses.losses:BinaryFocalLoss",
+    "binary_cross_entropy": "tzrec.models.losses:BinaryCrossEntropy",
+    "softmax_cross_entropy": "tzrec.models.losses:SoftmaxCrossEntropy",
+    "l2_loss": "tzrec.models.losses:L2Loss",
+    "jrc_loss": "tzrec.models.losses:JRCLoss",
+    "binary_focal_loss": "tzrec.models.losses:BinaryFocalLoss",
 }
 
 _METRICS = {
@@ -30,9 +30,9 @@ _METRICS = {
 
 
 _MODELS = {
-    "dssm": "tzrec.models.models.match:DSSM",
-    "multi_tower": "tzrec.models.models.rank:MultiTower",
-    "multi_tower_din": "tzrec.models.models.rank:MultiTowerDIN",
+    "dssm": "tzrec.models.match:DSSM",
+    "multi_tower": "tzrec.models.rank:MultiTower",
+    "multi_tower_din": "tzrec.models.rank:MultiTowerDIN",
 }
 
 

@@ -3,7 +3,7 @@
 A plugin that ships a model writes ``from tzrec.models.plugin_api import ...`` and nothing
 else from tzrec: the hook markers, the base classes to subclass, the building blocks
 (embedding groups, MLPs, the batch and feature types) and the contracts the exporter relies
-on. Names here are stable; anything reached through another module (``tzrec.models.models``,
+on. Names here are stable; anything reached through another module (``tzrec.models.rank``,
 private ``_``-attributes) may change without notice.
 
 The serving contracts are :class:`ServableModel` (a whole model: ``embedding_group`` +
@@ -31,21 +31,21 @@ if TYPE_CHECKING:  # imported lazily below: a plugin's hook module must not pull
     from torch import nn
 
     from tzrec.data import BaseFeature, Batch
+    from tzrec.models.base import BaseModel, in_serving_view
     from tzrec.models.embedding import EmbeddingGroup
-    from tzrec.models.models.base import BaseModel, in_serving_view
-    from tzrec.models.models.match import MatchModel
-    from tzrec.models.models.rank import RankModel
+    from tzrec.models.match import MatchModel
     from tzrec.models.modules.mlp import MLP
+    from tzrec.models.rank import RankModel
 
 #: Names that need torch, imported on first use (``from ... import RankModel`` works).
 _LAZY = {
     "BaseFeature": "tzrec.data",
     "Batch": "tzrec.data",
     "EmbeddingGroup": "tzrec.models.embedding",
-    "BaseModel": "tzrec.models.models.base",
-    "in_serving_view": "tzrec.models.models.base",
-    "MatchModel": "tzrec.models.models.match",
-    "RankModel": "tzrec.models.models.rank",
+    "BaseModel": "tzrec.models.base",
+    "in_serving_view": "tzrec.models.base",
+    "MatchModel": "tzrec.models.match",
+    "RankModel": "tzrec.models.rank",
     "MLP": "tzrec.models.modules.mlp",
 }
 

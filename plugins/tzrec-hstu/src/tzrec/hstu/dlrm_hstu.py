@@ -40,11 +40,11 @@ from tzrec.data import BASE_DATA_GROUP, BaseFeature, Batch
 from tzrec.hstu.pipeline import HISTORY_ROLES, HSTUEncoder, role_groups
 from tzrec.hstu.preprocessors import CANDIDATE, CANDIDATE_TIMESTAMP, CONTEXTUAL, UIH
 from tzrec.kernels import jagged_positions
+from tzrec.models.base import BaseModel, metric_key
 from tzrec.models.embedding import EmbeddingGroup
 from tzrec.models.layout import sequence_key, sequence_length_key
-from tzrec.models.losses.losses import create_loss
+from tzrec.models.losses import create_loss
 from tzrec.models.metrics.factory import create_metric
-from tzrec.models.models.base import BaseModel, metric_key
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, tower_pb2
 

@@ -39,7 +39,7 @@ from tzrec.hstu.preprocessors import CONTEXTUAL
 from tzrec.kernels import Kernel, jagged_last, jagged_positions
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.layout import query_key, sequence_key, sequence_length_key
-from tzrec.models.models.match import MatchModel
+from tzrec.models.match import MatchModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.protos import model_pb2, simi_pb2, tower_pb2
 

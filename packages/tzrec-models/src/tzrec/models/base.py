@@ -17,7 +17,7 @@ from torch import nn
 from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
-from tzrec.models.losses.losses import create_loss
+from tzrec.models.losses import create_loss
 from tzrec.models.metrics.factory import create_metric, create_train_metric
 from tzrec.protos import model_pb2
 

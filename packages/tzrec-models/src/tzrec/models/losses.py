@@ -259,3 +259,15 @@ def create_loss(
     name, sub = chosen
     cls = plugins.get("losses", name, provided_by(config, name))
     return name, cls(sub, num_class=num_class, reduction=reduction)
+
+
+__all__ = [
+    "BinaryCrossEntropy",
+    "BinaryFocalLoss",
+    "JRCLoss",
+    "L2Loss",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "create_loss",
+    "weighted_mean",
+]

@@ -11,8 +11,8 @@ from torch import nn
 
 from tzrec.core.errors import ConfigError
 from tzrec.data import BaseFeature, Batch
+from tzrec.models.base import BaseModel
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
-from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP
 from tzrec.models.modules.variational_dropout import (
     apply_group_variational_dropouts,

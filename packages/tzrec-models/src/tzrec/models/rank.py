@@ -10,9 +10,9 @@ from torch import nn
 from tzrec.core.engine.guards import LabelDomain
 from tzrec.core.errors import ConfigError
 from tzrec.data import Batch
+from tzrec.models.base import BaseModel
 from tzrec.models.embedding import EmbeddingGroup
 from tzrec.models.layout import query_key, sequence_key, sequence_length_key
-from tzrec.models.models.base import BaseModel
 from tzrec.models.modules.mlp import MLP, mlp_kwargs
 from tzrec.models.modules.sequence import DINEncoder
 from tzrec.models.modules.variational_dropout import (

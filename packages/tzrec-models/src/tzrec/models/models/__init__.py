@@ -1,1 +1,0 @@
-"""Model classes registered by tzrec-models: DSSM, MultiTower, MultiTowerDIN."""
