@@ -106,6 +106,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(argv, build_parser)
 
 
+def console_main() -> None:
+    """The ``tzrec`` console script: :func:`main`, then a prompt exit after an error.
+
+    Once the one-line error is printed nothing is left to do, yet tearing down torch,
+    torchrec and DataLoader state can take tens of seconds on a loaded machine; so a failed
+    run flushes its streams and logging and leaves at once (``os._exit``). A successful one
+    exits normally, so TensorBoard writers and atexit handlers finish.
+    """
+    rc = main()
+    if rc != 0:
+        prompt_exit(rc)
+    sys.exit(rc)
+
+
+def prompt_exit(rc: int) -> None:
+    """Flush stdout, stderr and logging, then end the process with ``rc`` without teardown."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to say anyway
+            pass
+    os._exit(rc)
+
+
 def run_alias(command: str, prog: str, argv: Sequence[str] | None = None) -> int:
     """Run the ``tzrec <command>`` subcommand as program ``prog`` (upstream's entry points).
 
@@ -171,4 +198,4 @@ def _run(argv: Sequence[str] | None, make_parser: Callable[[], argparse.Argument
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

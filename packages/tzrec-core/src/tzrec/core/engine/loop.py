@@ -31,6 +31,7 @@ from tzrec.core.engine.summary import (
     TRAIN_EVAL_RESULT_FILENAME,
     ProgressReporter,
     Summary,
+    check_result_writable,
     write_eval_result,
 )
 from tzrec.core.errors import ConfigError
@@ -370,6 +371,9 @@ def evaluate(
     eval_result_filename: str = "eval_result.txt",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (default: the latest in model_dir) on the eval input."""
+    result_file = Path(config.model_dir) / eval_result_filename
+    if is_rank_zero():
+        check_result_writable(result_file)  # before the whole evaluation, not after it
     device = setup_process(config)
     path = ckpt.CheckpointStore(config.model_dir).require(checkpoint_path, "evaluate")
     features = build.create_features(config)
@@ -380,7 +384,8 @@ def evaluate(
     metrics = engine.evaluate(
         eval_ds.make_dataloader(), int(config.eval_config.num_steps), where=config.eval_input_path
     )
-    write_eval_result(Path(config.model_dir) / eval_result_filename, state.global_step, metrics)
+    logger.info("eval of %s (step %d): %s", path, state.global_step, _format_metrics(metrics))
+    write_eval_result(result_file, state.global_step, metrics)
     return {"global_step": state.global_step, "metrics": metrics, "checkpoint": str(path)}
 
 

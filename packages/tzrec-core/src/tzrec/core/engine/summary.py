@@ -225,6 +225,31 @@ class ProgressReporter:
         self.close()
 
 
+def check_result_writable(path: str | os.PathLike[str]) -> None:
+    """Fail before any work when the metrics file ``path`` could not be written.
+
+    Probes by creating (and removing) a file beside it, since permission bits say nothing
+    for root or read-only mounts.
+
+    Raises:
+        ConfigError: one line naming the path and the OS error.
+    """
+    import tempfile
+
+    from tzrec.core.errors import ConfigError
+
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tzrec-write-probe-", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PermissionError(f"[Errno 13] Permission denied: '{p}'")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot write the evaluation result here ({e})") from None
+
+
 def write_eval_result(
     path: str | os.PathLike[str],
     step: int | None,
