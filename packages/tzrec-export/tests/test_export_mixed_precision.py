@@ -112,13 +112,17 @@ def test_export_precision_comes_from_export_config_and_warns_on_mismatch(caplog)
         export_mixed_precision(config)
 
 
-def test_parity_allows_one_epsilon_per_value_and_no_more():
+def test_parity_allows_one_epsilon_of_each_outputs_scale_and_no_more():
     from tzrec.export.exporter import _max_excess
 
-    eager = {"logits": torch.tensor([1.0, 4.0, -6.0])}
+    eager = {"logits": torch.tensor([0.1, 4.0, -6.0]), "probs": torch.tensor([0.2, 0.9])}
     eps = 2**-7
-    one_ulp = {"logits": eager["logits"] + torch.tensor([eps, -4 * eps, 6 * eps])}
-    assert _max_excess(eager, one_ulp, eps) <= PARITY_ATOL
-    assert _max_excess(eager, one_ulp, 0.0) > PARITY_ATOL  # float32: no rtol
-    off = {"logits": eager["logits"] + torch.tensor([3 * eps, 0.0, 0.0])}
+    # logits' scale is 6: any logit may move by 6 eps; probs' scale is 1: by eps
+    ulp = {
+        "logits": eager["logits"] + torch.tensor([6 * eps, -6 * eps, 0.0]),
+        "probs": eager["probs"] + torch.tensor([-eps, 0.0]),
+    }
+    assert _max_excess(eager, ulp, eps) <= PARITY_ATOL
+    assert _max_excess(eager, ulp, 0.0) > PARITY_ATOL  # float32: no rtol
+    off = {"logits": eager["logits"], "probs": eager["probs"] + torch.tensor([3 * eps, 0.0])}
     assert _max_excess(eager, off, eps) == pytest.approx(2 * eps)
