@@ -218,3 +218,43 @@ def test_match_train_recall_on_similarities():
     wrong = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.1, 0.7]])
     model.update_train_metric({"similarity": wrong}, batch)
     assert float(model.compute_train_metric()["recall@1"]) == pytest.approx(1 / 3)
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUC: share of (positive, negative) pairs ordered right, ties half."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def test_eval_metrics_get_grouping_ids_and_regression_outputs_as_upstream(data_path, tmp_path):
+    """grouped_auc reads its grouping_key column per row; mean_absolute_error reads ``y``."""
+    from tzrec.core import build
+
+    metrics = (
+        'metrics { grouped_auc { grouping_key: "user_id" } } metrics { mean_absolute_error {} }'
+    )
+    config = _config(data_path, tmp_path / "m", train_metrics=metrics)
+    features = build.create_features(config)
+    dataset = build.build_dataset(config, features, data_path, "eval")
+    model = build.build_model(config, dataset.features)
+    model.eval()
+    scores, labels, users, ys = [], [], [], []
+    with torch.no_grad():
+        for batch in dataset:
+            predictions = model.predict(batch)
+            model.update_metric(predictions, batch)
+            scores.append(predictions["probs"].reshape(-1).numpy())
+            ys.append(predictions["y"].reshape(-1).numpy())
+            labels.append(batch.labels["clk"].reshape(-1).numpy())
+            users.append(batch.sparse_features["__BASE__"]["user_id"].values().numpy())
+    got = model.compute_metric()
+    scores, labels, users, ys = map(np.concatenate, (scores, labels, users, ys))
+    per_user = [
+        _auc(scores[users == u], labels[users == u])
+        for u in np.unique(users)
+        if 0 < labels[users == u].sum() < (users == u).sum()
+    ]
+    assert got["grouped_auc"] == pytest.approx(np.mean(per_user), abs=1e-5)
+    assert got["mean_absolute_error"] == pytest.approx(np.abs(ys - labels).mean(), rel=1e-5)
+    assert not np.allclose(ys, scores)  # y is the logit here, not the probability

@@ -16,7 +16,7 @@ from torch import nn
 
 from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError
-from tzrec.data import BaseFeature, Batch
+from tzrec.data import BASE_DATA_GROUP, BaseFeature, Batch
 from tzrec.models.losses import create_loss
 from tzrec.models.metrics.factory import create_metric, create_train_metric
 from tzrec.protos import model_pb2
@@ -69,6 +69,8 @@ class BaseModel(nn.Module):
         self._loss_modules = nn.ModuleDict()
         self._metric_modules = nn.ModuleDict()
         self._metric_names: dict[str, str] = {}
+        #: module key -> (``MetricConfig`` oneof name, its message)
+        self._metric_kinds: dict[str, tuple[str, Any]] = {}
         self._train_metric_modules = nn.ModuleDict()
         #: module key -> (``TrainMetricConfig`` oneof name, display name)
         self._train_metric_names: dict[str, tuple[str, str]] = {}
@@ -220,6 +222,7 @@ class BaseModel(nn.Module):
             key = metric_key(display)
             self._metric_modules[key] = metric
             self._metric_names[key] = display
+            self._metric_kinds[key] = (name, getattr(cfg, name))
 
     def _init_train_metrics(self, num_class: int = 1, allowed: Sequence[str] = ()) -> None:
         """Build ``model_config.train_metrics``; a kind outside ``allowed`` is one line."""
@@ -241,6 +244,25 @@ class BaseModel(nn.Module):
                 raise ConfigError(f"model_config.train_metrics: {display} is set twice")
             self._train_metric_modules[key] = wrapper
             self._train_metric_names[key] = (name, display)
+
+    @staticmethod
+    def row_values(batch: Batch, name: str, what: str) -> torch.Tensor:
+        """One int64 value per batch row of the feature or label ``name`` (group/session ids).
+
+        Raises:
+            DataError: ``name`` is neither a base-group feature nor a label of the batch.
+        """
+        from tzrec.core.errors import DataError
+
+        kjt = batch.sparse_features.get(BASE_DATA_GROUP)
+        if kjt is not None and name in kjt.keys():
+            return kjt[name].to_padded_dense(1)[:, 0].to(torch.int64)
+        dense = batch.dense_features.get(BASE_DATA_GROUP)
+        if dense is not None and name in dense.keys():
+            return dense.to_dict()[name].reshape(-1).to(torch.int64)
+        if name in batch.labels:
+            return batch.labels[name].reshape(-1).to(torch.int64)
+        raise DataError(f"{what} '{name}' is not a feature or label of the batch")
 
     def _sample_weight(self, batch: Batch) -> torch.Tensor | None:
         if not self._sample_weights:

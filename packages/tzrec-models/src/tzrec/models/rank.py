@@ -62,10 +62,19 @@ class RankModel(BaseModel):
         return losses
 
     def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
-        """Feed probabilities and labels to every metric."""
+        """Feed every metric as upstream: ``y`` to regression errors, ``probs`` to the rest.
+
+        Grouped AUC also gets its ``grouping_key`` column, one id per row.
+        """
         label = batch.labels[self._label_name]
-        for metric in self._metric_modules.values():
-            metric.update(predictions["probs"], label)
+        for key, metric in self._metric_modules.items():
+            kind, cfg = self._metric_kinds[key]
+            pred = predictions["y" if kind in _REGRESSION_METRICS else "probs"]
+            if kind == "grouped_auc":
+                group = self.row_values(batch, cfg.grouping_key, "grouped_auc.grouping_key")
+                metric.update(pred, label, group)
+            else:
+                metric.update(pred, label)
 
     def _init_rank_train_metrics(self) -> None:
         self._init_train_metrics(num_class=self._num_class, allowed=_RANK_TRAIN_METRICS)

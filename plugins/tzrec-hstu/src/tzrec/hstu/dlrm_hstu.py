@@ -36,7 +36,7 @@ from torch import nn
 
 from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError, DataError
-from tzrec.data import BASE_DATA_GROUP, BaseFeature, Batch
+from tzrec.data import BaseFeature, Batch
 from tzrec.hstu.pipeline import HISTORY_ROLES, HSTUEncoder, role_groups
 from tzrec.hstu.preprocessors import CANDIDATE, CANDIDATE_TIMESTAMP, CONTEXTUAL, UIH
 from tzrec.kernels import jagged_positions
@@ -355,15 +355,7 @@ class DlrmHSTU(BaseModel):
 
     def _row_values(self, batch: Batch, name: str, what: str) -> torch.Tensor:
         """One value per batch row of the feature or label ``name`` (session / group ids)."""
-        kjt = batch.sparse_features.get(BASE_DATA_GROUP)
-        if kjt is not None and name in kjt.keys():
-            return kjt[name].to_padded_dense(1)[:, 0].to(torch.int64)
-        dense = batch.dense_features.get(BASE_DATA_GROUP)
-        if dense is not None and name in dense.keys():
-            return dense.to_dict()[name].reshape(-1).to(torch.int64)
-        if name in batch.labels:
-            return batch.labels[name].reshape(-1).to(torch.int64)
-        raise DataError(f"{what} '{name}' is not a feature or label of the batch")
+        return self.row_values(batch, name, what)
 
     def _per_candidate(self, row_values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return row_values.repeat_interleave(counts)
