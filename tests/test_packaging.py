@@ -33,7 +33,11 @@ MEMBERS = [
     "tzrec_export",
     "tzrec_hstu",
     "tzrec_kernels",
+    "tzrec_match",
     "tzrec_models",
+    "tzrec_multitask",
+    "tzrec_rank",
+    "tzrec_tdm",
 ]
 FBGEMM_VERSION = "1.9.0"
 # README's uv recipe, verbatim (test_readme_shows_the_tested_recipes keeps them in sync)

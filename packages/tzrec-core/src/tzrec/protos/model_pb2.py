@@ -34,31 +34,71 @@ from tzrec.protos import module_pb2 as tzrec_dot_protos_dot_module__pb2
 from tzrec.protos import plugin_pb2 as tzrec_dot_protos_dot_plugin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tzrec/protos/model.proto\x12\x0ctzrec.protos\x1a$tzrec/protos/models/rank_model.proto\x1a)tzrec/protos/models/multi_task_rank.proto\x1a%tzrec/protos/models/match_model.proto\x1a,tzrec/protos/models/general_rank_model.proto\x1a#tzrec/protos/models/sid_model.proto\x1a\x17tzrec/protos/loss.proto\x1a\x19tzrec/protos/metric.proto\x1a\x1etzrec/protos/seq_encoder.proto\x1a\x19tzrec/protos/module.proto\x1a\x19tzrec/protos/plugin.proto\"Z\n\x0eSeqGroupConfig\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x1d\n\x15\x65mbedding_name_suffix\x18\x03 \x01(\t\"\x8a\x02\n\x12\x46\x65\x61tureGroupConfig\x12\x12\n\ngroup_name\x18\x01 \x02(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x38\n\ngroup_type\x18\x03 \x02(\x0e\x32\x1e.tzrec.protos.FeatureGroupType:\x04\x44\x45\x45P\x12\x35\n\x0fsequence_groups\x18\x04 \x03(\x0b\x32\x1c.tzrec.protos.SeqGroupConfig\x12\x39\n\x11sequence_encoders\x18\x05 \x03(\x0b\x32\x1e.tzrec.protos.SeqEncoderConfig\x12\x1d\n\x15\x65mbedding_name_suffix\x18\x06 \x01(\t\"\x81\r\n\x0bModelConfig\x12\x38\n\x0e\x66\x65\x61ture_groups\x18\x01 \x03(\x0b\x32 .tzrec.protos.FeatureGroupConfig\x12\"\n\x04\x64lrm\x18\x64 \x01(\x0b\x32\x12.tzrec.protos.DLRMH\x00\x12&\n\x06\x64\x65\x65pfm\x18\x65 \x01(\x0b\x32\x14.tzrec.protos.DeepFMH\x00\x12\x41\n\x0bmulti_tower\x18\x66 \x01(\x0b\x32\x18.tzrec.protos.MultiTowerB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12H\n\x0fmulti_tower_din\x18g \x01(\x0b\x32\x1b.tzrec.protos.MultiTowerDINB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12)\n\x08mask_net\x18h \x01(\x0b\x32\x15.tzrec.protos.MaskNetH\x00\x12\x32\n\rwide_and_deep\x18i \x01(\x0b\x32\x19.tzrec.protos.WideAndDeepH\x00\x12%\n\x06\x64\x63n_v1\x18j \x01(\x0b\x32\x13.tzrec.protos.DCNV1H\x00\x12%\n\x06\x64\x63n_v2\x18k \x01(\x0b\x32\x13.tzrec.protos.DCNV2H\x00\x12(\n\x07xdeepfm\x18l \x01(\x0b\x32\x15.tzrec.protos.xDeepFMH\x00\x12&\n\x06wukong\x18m \x01(\x0b\x32\x14.tzrec.protos.WuKongH\x00\x12;\n\x11simple_multi_task\x18\xc8\x01 \x01(\x0b\x32\x1d.tzrec.protos.SimpleMultiTaskH\x00\x12#\n\x04mmoe\x18\xc9\x01 \x01(\x0b\x32\x12.tzrec.protos.MMoEH\x00\x12%\n\x05\x64\x62mtl\x18\xca\x01 \x01(\x0b\x32\x13.tzrec.protos.DBMTLH\x00\x12!\n\x03ple\x18\xcb\x01 \x01(\x0b\x32\x11.tzrec.protos.PLEH\x00\x12%\n\x05\x64\x63\x32vr\x18\xcc\x01 \x01(\x0b\x32\x13.tzrec.protos.DC2VRH\x00\x12<\n\tdlrm_hstu\x18\xcd\x01 \x01(\x0b\x32\x16.tzrec.protos.DlrmHSTUB\x0e\xc2\xf3\x18\ntzrec-hstuH\x00\x12\'\n\x06pepnet\x18\xce\x01 \x01(\x0b\x32\x14.tzrec.protos.PEPNetH\x00\x12.\n\nultra_hstu\x18\xcf\x01 \x01(\x0b\x32\x17.tzrec.protos.UltraHSTUH\x00\x12\x35\n\x04\x64ssm\x18\xad\x02 \x01(\x0b\x32\x12.tzrec.protos.DSSMB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12(\n\x07\x64ssm_v2\x18\xae\x02 \x01(\x0b\x32\x14.tzrec.protos.DSSMV2H\x00\x12!\n\x03\x64\x61t\x18\xaf\x02 \x01(\x0b\x32\x11.tzrec.protos.DATH\x00\x12>\n\nhstu_match\x18\xb0\x02 \x01(\x0b\x32\x17.tzrec.protos.HSTUMatchB\x0e\xc2\xf3\x18\ntzrec-hstuH\x00\x12#\n\x04mind\x18\xb1\x02 \x01(\x0b\x32\x12.tzrec.protos.MINDH\x00\x12!\n\x03tdm\x18\x90\x03 \x01(\x0b\x32\x11.tzrec.protos.TDMH\x00\x12:\n\x10rocket_launching\x18\xf4\x03 \x01(\x0b\x32\x1d.tzrec.protos.RocketLaunchingH\x00\x12,\n\tsid_rqvae\x18\xd8\x04 \x01(\x0b\x32\x16.tzrec.protos.SidRqvaeH\x00\x12\x32\n\x0csid_rqkmeans\x18\xd9\x04 \x01(\x0b\x32\x19.tzrec.protos.SidRqkmeansH\x00\x12\x14\n\tnum_class\x18\x02 \x01(\r:\x01\x31\x12(\n\x06losses\x18\x03 \x03(\x0b\x32\x18.tzrec.protos.LossConfig\x12+\n\x07metrics\x18\x04 \x03(\x0b\x32\x1a.tzrec.protos.MetricConfig\x12\x36\n\rtrain_metrics\x18\x05 \x03(\x0b\x32\x1f.tzrec.protos.TrainMetricConfig\x12=\n\x13variational_dropout\x18\x0b \x01(\x0b\x32 .tzrec.protos.VariationalDropout\x12-\n\x06kernel\x18\x0c \x01(\x0e\x32\x14.tzrec.protos.Kernel:\x07PYTORCH\x12%\n\x16use_pareto_loss_weight\x18\r \x01(\x08:\x05\x66\x61lse*\t\x08\x90N\x10\x80\x80\x80\x80\x02\x42\x07\n\x05model*I\n\x10\x46\x65\x61tureGroupType\x12\x08\n\x04\x44\x45\x45P\x10\x00\x12\x08\n\x04WIDE\x10\x01\x12\x0c\n\x08SEQUENCE\x10\x02\x12\x13\n\x0fJAGGED_SEQUENCE\x10\x03*.\n\x06Kernel\x12\n\n\x06TRITON\x10\x00\x12\x0b\n\x07PYTORCH\x10\x01\x12\x0b\n\x07\x43UTLASS\x10\x02')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tzrec/protos/model.proto\x12\x0ctzrec.protos\x1a$tzrec/protos/models/rank_model.proto\x1a)tzrec/protos/models/multi_task_rank.proto\x1a%tzrec/protos/models/match_model.proto\x1a,tzrec/protos/models/general_rank_model.proto\x1a#tzrec/protos/models/sid_model.proto\x1a\x17tzrec/protos/loss.proto\x1a\x19tzrec/protos/metric.proto\x1a\x1etzrec/protos/seq_encoder.proto\x1a\x19tzrec/protos/module.proto\x1a\x19tzrec/protos/plugin.proto\"Z\n\x0eSeqGroupConfig\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x1d\n\x15\x65mbedding_name_suffix\x18\x03 \x01(\t\"\x8a\x02\n\x12\x46\x65\x61tureGroupConfig\x12\x12\n\ngroup_name\x18\x01 \x02(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x38\n\ngroup_type\x18\x03 \x02(\x0e\x32\x1e.tzrec.protos.FeatureGroupType:\x04\x44\x45\x45P\x12\x35\n\x0fsequence_groups\x18\x04 \x03(\x0b\x32\x1c.tzrec.protos.SeqGroupConfig\x12\x39\n\x11sequence_encoders\x18\x05 \x03(\x0b\x32\x1e.tzrec.protos.SeqEncoderConfig\x12\x1d\n\x15\x65mbedding_name_suffix\x18\x06 \x01(\t\"\xe1\x0f\n\x0bModelConfig\x12\x38\n\x0e\x66\x65\x61ture_groups\x18\x01 \x03(\x0b\x32 .tzrec.protos.FeatureGroupConfig\x12\x32\n\x04\x64lrm\x18\x64 \x01(\x0b\x32\x12.tzrec.protos.DLRMB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x36\n\x06\x64\x65\x65pfm\x18\x65 \x01(\x0b\x32\x14.tzrec.protos.DeepFMB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x41\n\x0bmulti_tower\x18\x66 \x01(\x0b\x32\x18.tzrec.protos.MultiTowerB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12H\n\x0fmulti_tower_din\x18g \x01(\x0b\x32\x1b.tzrec.protos.MultiTowerDINB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12\x39\n\x08mask_net\x18h \x01(\x0b\x32\x15.tzrec.protos.MaskNetB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x42\n\rwide_and_deep\x18i \x01(\x0b\x32\x19.tzrec.protos.WideAndDeepB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x35\n\x06\x64\x63n_v1\x18j \x01(\x0b\x32\x13.tzrec.protos.DCNV1B\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x35\n\x06\x64\x63n_v2\x18k \x01(\x0b\x32\x13.tzrec.protos.DCNV2B\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x38\n\x07xdeepfm\x18l \x01(\x0b\x32\x15.tzrec.protos.xDeepFMB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12\x36\n\x06wukong\x18m \x01(\x0b\x32\x14.tzrec.protos.WuKongB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12P\n\x11simple_multi_task\x18\xc8\x01 \x01(\x0b\x32\x1d.tzrec.protos.SimpleMultiTaskB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12\x38\n\x04mmoe\x18\xc9\x01 \x01(\x0b\x32\x12.tzrec.protos.MMoEB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12:\n\x05\x64\x62mtl\x18\xca\x01 \x01(\x0b\x32\x13.tzrec.protos.DBMTLB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12\x36\n\x03ple\x18\xcb\x01 \x01(\x0b\x32\x11.tzrec.protos.PLEB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12:\n\x05\x64\x63\x32vr\x18\xcc\x01 \x01(\x0b\x32\x13.tzrec.protos.DC2VRB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12<\n\tdlrm_hstu\x18\xcd\x01 \x01(\x0b\x32\x16.tzrec.protos.DlrmHSTUB\x0e\xc2\xf3\x18\ntzrec-hstuH\x00\x12<\n\x06pepnet\x18\xce\x01 \x01(\x0b\x32\x14.tzrec.protos.PEPNetB\x13\xc2\xf3\x18\x0ftzrec-multitaskH\x00\x12>\n\nultra_hstu\x18\xcf\x01 \x01(\x0b\x32\x17.tzrec.protos.UltraHSTUB\x0e\xc2\xf3\x18\ntzrec-hstuH\x00\x12\x35\n\x04\x64ssm\x18\xad\x02 \x01(\x0b\x32\x12.tzrec.protos.DSSMB\x10\xc2\xf3\x18\x0ctzrec-modelsH\x00\x12\x39\n\x07\x64ssm_v2\x18\xae\x02 \x01(\x0b\x32\x14.tzrec.protos.DSSMV2B\x0f\xc2\xf3\x18\x0btzrec-matchH\x00\x12\x32\n\x03\x64\x61t\x18\xaf\x02 \x01(\x0b\x32\x11.tzrec.protos.DATB\x0f\xc2\xf3\x18\x0btzrec-matchH\x00\x12>\n\nhstu_match\x18\xb0\x02 \x01(\x0b\x32\x17.tzrec.protos.HSTUMatchB\x0e\xc2\xf3\x18\ntzrec-hstuH\x00\x12\x34\n\x04mind\x18\xb1\x02 \x01(\x0b\x32\x12.tzrec.protos.MINDB\x0f\xc2\xf3\x18\x0btzrec-matchH\x00\x12\x30\n\x03tdm\x18\x90\x03 \x01(\x0b\x32\x11.tzrec.protos.TDMB\r\xc2\xf3\x18\ttzrec-tdmH\x00\x12J\n\x10rocket_launching\x18\xf4\x03 \x01(\x0b\x32\x1d.tzrec.protos.RocketLaunchingB\x0e\xc2\xf3\x18\ntzrec-rankH\x00\x12,\n\tsid_rqvae\x18\xd8\x04 \x01(\x0b\x32\x16.tzrec.protos.SidRqvaeH\x00\x12\x32\n\x0csid_rqkmeans\x18\xd9\x04 \x01(\x0b\x32\x19.tzrec.protos.SidRqkmeansH\x00\x12\x14\n\tnum_class\x18\x02 \x01(\r:\x01\x31\x12(\n\x06losses\x18\x03 \x03(\x0b\x32\x18.tzrec.protos.LossConfig\x12+\n\x07metrics\x18\x04 \x03(\x0b\x32\x1a.tzrec.protos.MetricConfig\x12\x36\n\rtrain_metrics\x18\x05 \x03(\x0b\x32\x1f.tzrec.protos.TrainMetricConfig\x12=\n\x13variational_dropout\x18\x0b \x01(\x0b\x32 .tzrec.protos.VariationalDropout\x12-\n\x06kernel\x18\x0c \x01(\x0e\x32\x14.tzrec.protos.Kernel:\x07PYTORCH\x12%\n\x16use_pareto_loss_weight\x18\r \x01(\x08:\x05\x66\x61lse*\t\x08\x90N\x10\x80\x80\x80\x80\x02\x42\x07\n\x05model*I\n\x10\x46\x65\x61tureGroupType\x12\x08\n\x04\x44\x45\x45P\x10\x00\x12\x08\n\x04WIDE\x10\x01\x12\x0c\n\x08SEQUENCE\x10\x02\x12\x13\n\x0fJAGGED_SEQUENCE\x10\x03*.\n\x06Kernel\x12\n\n\x06TRITON\x10\x00\x12\x0b\n\x07PYTORCH\x10\x01\x12\x0b\n\x07\x43UTLASS\x10\x02')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tzrec.protos.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dlrm']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dlrm']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['deepfm']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['deepfm']._serialized_options = b'\302\363\030\ntzrec-rank'
   _globals['_MODELCONFIG'].fields_by_name['multi_tower']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['multi_tower']._serialized_options = b'\302\363\030\014tzrec-models'
   _globals['_MODELCONFIG'].fields_by_name['multi_tower_din']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['multi_tower_din']._serialized_options = b'\302\363\030\014tzrec-models'
+  _globals['_MODELCONFIG'].fields_by_name['mask_net']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['mask_net']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['wide_and_deep']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['wide_and_deep']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['dcn_v1']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dcn_v1']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['dcn_v2']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dcn_v2']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['xdeepfm']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['xdeepfm']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['wukong']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['wukong']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_MODELCONFIG'].fields_by_name['simple_multi_task']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['simple_multi_task']._serialized_options = b'\302\363\030\017tzrec-multitask'
+  _globals['_MODELCONFIG'].fields_by_name['mmoe']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['mmoe']._serialized_options = b'\302\363\030\017tzrec-multitask'
+  _globals['_MODELCONFIG'].fields_by_name['dbmtl']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dbmtl']._serialized_options = b'\302\363\030\017tzrec-multitask'
+  _globals['_MODELCONFIG'].fields_by_name['ple']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['ple']._serialized_options = b'\302\363\030\017tzrec-multitask'
+  _globals['_MODELCONFIG'].fields_by_name['dc2vr']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dc2vr']._serialized_options = b'\302\363\030\017tzrec-multitask'
   _globals['_MODELCONFIG'].fields_by_name['dlrm_hstu']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['dlrm_hstu']._serialized_options = b'\302\363\030\ntzrec-hstu'
+  _globals['_MODELCONFIG'].fields_by_name['pepnet']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['pepnet']._serialized_options = b'\302\363\030\017tzrec-multitask'
+  _globals['_MODELCONFIG'].fields_by_name['ultra_hstu']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['ultra_hstu']._serialized_options = b'\302\363\030\ntzrec-hstu'
   _globals['_MODELCONFIG'].fields_by_name['dssm']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['dssm']._serialized_options = b'\302\363\030\014tzrec-models'
+  _globals['_MODELCONFIG'].fields_by_name['dssm_v2']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dssm_v2']._serialized_options = b'\302\363\030\013tzrec-match'
+  _globals['_MODELCONFIG'].fields_by_name['dat']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['dat']._serialized_options = b'\302\363\030\013tzrec-match'
   _globals['_MODELCONFIG'].fields_by_name['hstu_match']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['hstu_match']._serialized_options = b'\302\363\030\ntzrec-hstu'
-  _globals['_FEATUREGROUPTYPE']._serialized_start=2412
-  _globals['_FEATUREGROUPTYPE']._serialized_end=2485
-  _globals['_KERNEL']._serialized_start=2487
-  _globals['_KERNEL']._serialized_end=2533
+  _globals['_MODELCONFIG'].fields_by_name['mind']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['mind']._serialized_options = b'\302\363\030\013tzrec-match'
+  _globals['_MODELCONFIG'].fields_by_name['tdm']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['tdm']._serialized_options = b'\302\363\030\ttzrec-tdm'
+  _globals['_MODELCONFIG'].fields_by_name['rocket_launching']._loaded_options = None
+  _globals['_MODELCONFIG'].fields_by_name['rocket_launching']._serialized_options = b'\302\363\030\ntzrec-rank'
+  _globals['_FEATUREGROUPTYPE']._serialized_start=2764
+  _globals['_FEATUREGROUPTYPE']._serialized_end=2837
+  _globals['_KERNEL']._serialized_start=2839
+  _globals['_KERNEL']._serialized_end=2885
   _globals['_SEQGROUPCONFIG']._serialized_start=383
   _globals['_SEQGROUPCONFIG']._serialized_end=473
   _globals['_FEATUREGROUPCONFIG']._serialized_start=476
   _globals['_FEATUREGROUPCONFIG']._serialized_end=742
   _globals['_MODELCONFIG']._serialized_start=745
-  _globals['_MODELCONFIG']._serialized_end=2410
+  _globals['_MODELCONFIG']._serialized_end=2762
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""tzrec-match: match (retrieval) models (DSSMv2, DAT, MIND) as a tzrec plugin."""

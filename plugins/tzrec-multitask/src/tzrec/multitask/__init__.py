@@ -1,0 +1,1 @@
+"""tzrec-multitask: multi-task ranking models as a tzrec plugin."""

@@ -1,0 +1,1 @@
+"""tzrec-rank: classic ranking models as a tzrec plugin."""
