@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # imported lazily below: a plugin's hook module must not pull
     from tzrec.models.base import BaseModel, in_serving_view
     from tzrec.models.embedding import EmbeddingGroup
     from tzrec.models.match import MatchModel
+    from tzrec.models.modules.cin import CIN
+    from tzrec.models.modules.cross import Cross, CrossV2
+    from tzrec.models.modules.fm import FactorizationMachine
+    from tzrec.models.modules.interaction import InteractionArch
     from tzrec.models.modules.mlp import MLP
     from tzrec.models.rank import RankModel
 
@@ -47,6 +51,12 @@ _LAZY = {
     "MatchModel": "tzrec.models.match",
     "RankModel": "tzrec.models.rank",
     "MLP": "tzrec.models.modules.mlp",
+    # feature-interaction blocks (FM, DCN cross layers, xDeepFM's CIN, DLRM's dot products)
+    "FactorizationMachine": "tzrec.models.modules.fm",
+    "Cross": "tzrec.models.modules.cross",
+    "CrossV2": "tzrec.models.modules.cross",
+    "CIN": "tzrec.models.modules.cin",
+    "InteractionArch": "tzrec.models.modules.interaction",
 }
 
 
@@ -61,7 +71,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CIN",
     "MLP",
+    "Cross",
+    "CrossV2",
+    "FactorizationMachine",
+    "InteractionArch",
     "BaseFeature",
     "BaseModel",
     "Batch",
