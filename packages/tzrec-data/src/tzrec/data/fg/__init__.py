@@ -1,0 +1,1 @@
+"""Feature generation (FG) from raw input columns, without pyfg."""
