@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # imported lazily below: a plugin's hook module must not pull
     from tzrec.models.modules.cross import Cross, CrossV2
     from tzrec.models.modules.fm import FactorizationMachine
     from tzrec.models.modules.interaction import InteractionArch
+    from tzrec.models.modules.mask_net import MaskNetModule
     from tzrec.models.modules.mlp import MLP
+    from tzrec.models.modules.wukong import WuKongLayer
     from tzrec.models.rank import RankModel
 
 #: Names that need torch, imported on first use (``from ... import RankModel`` works).
@@ -57,6 +59,9 @@ _LAZY = {
     "CrossV2": "tzrec.models.modules.cross",
     "CIN": "tzrec.models.modules.cin",
     "InteractionArch": "tzrec.models.modules.interaction",
+    # gated / layered blocks (MaskNet mask blocks, WuKong FM + linear-compress layers)
+    "MaskNetModule": "tzrec.models.modules.mask_net",
+    "WuKongLayer": "tzrec.models.modules.wukong",
 }
 
 
@@ -71,6 +76,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MaskNetModule",
+    "WuKongLayer",
     "CIN",
     "MLP",
     "Cross",
