@@ -23,6 +23,7 @@ from tzrec.kernels.position import (
     timestamp_position_buckets,
 )
 from tzrec.kernels.projection import uvqk_projection
+from tzrec.kernels.sla import padded_sla_mha, sla_attention_mask, sla_hstu_mha
 
 __all__ = [
     "Kernel",
@@ -40,7 +41,10 @@ __all__ = [
     "jagged_to_padded_dense",
     "layer_norm",
     "padded_hstu_mha",
+    "padded_sla_mha",
     "resolve_kernel",
+    "sla_attention_mask",
+    "sla_hstu_mha",
     "split_2d_jagged",
     "timestamp_position_buckets",
     "to_kernel",
