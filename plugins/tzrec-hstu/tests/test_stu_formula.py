@@ -231,8 +231,6 @@ def test_parameter_shapes_are_upstreams():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("sla_k1", 4, "sla_k1/sla_k2"),
-        ("sla_k2", 2, "sla_k1/sla_k2"),
         ("scaling_seqlen", 0, "scaling_seqlen is 0"),
         ("output_dropout_ratio", 1.0, "output_dropout_ratio"),
     ],

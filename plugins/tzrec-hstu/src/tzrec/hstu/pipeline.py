@@ -16,6 +16,7 @@ a :class:`~tzrec.core.errors.DataError` (:func:`check_same_lengths`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +144,9 @@ class HSTUEncoder(nn.Module):
         if self.embedding_dim <= 0:
             raise ConfigError(f"{where}.stu.embedding_dim must be > 0")
         self.uih_group = uih_group
+        # role → the group's name in the embedding output (an ULTRA-HSTU channel renames
+        # the history roles: uih_action → <channel>_action, ...)
+        self.group_names = {role: g.group_name for role, g in groups.items()}
         self.candidate_group = candidate_group
         self.history_roles = [r for r in HISTORY_ROLES if r in groups]
         self.has_contextual = CONTEXTUAL in groups
@@ -161,11 +165,13 @@ class HSTUEncoder(nn.Module):
         if candidate_group is not None:
             input_dims[CANDIDATE] = embedding_group.sequence_dim(candidate_group)
         for role in self.history_roles:
-            input_dims[role] = embedding_group.sequence_dim(role)
+            input_dims[role] = embedding_group.sequence_dim(self.group_names[role])
         if self.has_candidate_timestamp:
-            input_dims[CANDIDATE_TIMESTAMP] = embedding_group.sequence_dim(CANDIDATE_TIMESTAMP)
+            input_dims[CANDIDATE_TIMESTAMP] = embedding_group.sequence_dim(
+                self.group_names[CANDIDATE_TIMESTAMP]
+            )
         if self.has_contextual:
-            input_dims[CONTEXTUAL] = embedding_group.group_total_dim(CONTEXTUAL)
+            input_dims[CONTEXTUAL] = embedding_group.group_total_dim(self.group_names[CONTEXTUAL])
         self.input_dims = input_dims
         pe = hstu.positional_encoder
         if pe.use_time_encoding:
@@ -201,7 +207,15 @@ class HSTUEncoder(nn.Module):
         )
         self.positional_encoder = HSTUPositionalEncoder(pe, self.embedding_dim, kernel)
         self.input_dropout_ratio = float(hstu.input_dropout_ratio)
-        self.stu = STUStack(hstu.stu, int(hstu.attn_num_layers), kernel, scaling_seqlen)
+        self.stu = STUStack(
+            hstu.stu,
+            int(hstu.attn_num_layers),
+            kernel,
+            scaling_seqlen,
+            truncate_split_layer=int(hstu.attn_truncation_split_layer),
+            truncate_tail_len=int(hstu.attn_truncation_tail_len),
+            where=where,
+        )
         chosen = which_oneof(hstu.output_postprocessor, "output_postprocessor")
         if chosen is None:
             raise ConfigError(f"{where}.output_postprocessor: set l2norm_postprocessor or another")
@@ -229,7 +243,7 @@ class HSTUEncoder(nn.Module):
             exact = batch.int64_features.get(name)
             if exact is None:
                 continue
-            key = role if role == QUERY_TIME else sequence_key(role)
+            key = role if role == QUERY_TIME else sequence_key(self.group_names[role])
             values = exact if isinstance(exact, torch.Tensor) else exact.values()
             if values.numel() != grouped[key].numel():
                 raise DataError(
@@ -251,17 +265,19 @@ class HSTUEncoder(nn.Module):
         uih_lengths = grouped[sequence_length_key(self.uih_group)]
         inputs = {UIH: grouped[sequence_key(self.uih_group)]}
         for role in self.history_roles:
-            inputs[role] = grouped[sequence_key(role)]
+            inputs[role] = grouped[sequence_key(self.group_names[role])]
         num_targets = None
         if self.candidate_group is not None:
             num_targets = grouped[sequence_length_key(self.candidate_group)]
             inputs[CANDIDATE] = grouped[sequence_key(self.candidate_group)]
             if self.has_candidate_timestamp:
-                inputs[CANDIDATE_TIMESTAMP] = grouped[sequence_key(CANDIDATE_TIMESTAMP)]
+                inputs[CANDIDATE_TIMESTAMP] = grouped[
+                    sequence_key(self.group_names[CANDIDATE_TIMESTAMP])
+                ]
         if check and not is_tracing():
-            pairs = [(role, self.uih_group) for role in self.history_roles]
+            pairs = [(self.group_names[role], self.uih_group) for role in self.history_roles]
             if self.has_candidate_timestamp and self.candidate_group is not None:
-                pairs.append((CANDIDATE_TIMESTAMP, self.candidate_group))
+                pairs.append((self.group_names[CANDIDATE_TIMESTAMP], self.candidate_group))
             check_same_lengths(grouped, pairs)
         if not self.ascending:
             offsets = torch.cat([uih_lengths.new_zeros(1), torch.cumsum(uih_lengths, 0)])
@@ -269,7 +285,7 @@ class HSTUEncoder(nn.Module):
             for role in (UIH, *self.history_roles):
                 inputs[role] = inputs[role].index_select(0, index)
         if self.has_contextual:
-            inputs[CONTEXTUAL] = grouped[CONTEXTUAL]
+            inputs[CONTEXTUAL] = grouped[self.group_names[CONTEXTUAL]]
         return inputs, uih_lengths, num_targets
 
     def forward(
@@ -279,6 +295,9 @@ class HSTUEncoder(nn.Module):
         max_seq_len: int | None = None,
     ) -> tuple[torch.Tensor, PreprocessedSequence]:
         """Encoded tokens (N, D) (before the postprocessor) and the token sequence.
+
+        With mid-stack truncation the returned sequence is the truncated one (its offsets
+        and timestamps match the returned tokens; values are the STU input's kept rows).
 
         Args:
             grouped: the embedding group's output.
@@ -301,7 +320,16 @@ class HSTUEncoder(nn.Module):
         )
         x = F.dropout(x, p=self.input_dropout_ratio, training=self.training)
         longest = max_seq_len if max_seq_len is not None else seq.max_seq_len
-        x = self.stu(x, seq.offsets, longest, seq.contextual_len, seq.num_targets)
+        x, offsets, kept = self.stu.encode(
+            x, seq.offsets, longest, seq.contextual_len, seq.num_targets
+        )
+        if kept is not None:
+            seq = replace(
+                seq,
+                values=seq.values.index_select(0, kept),
+                offsets=offsets,
+                timestamps=seq.timestamps.index_select(0, kept),
+            )
         return x, seq
 
 

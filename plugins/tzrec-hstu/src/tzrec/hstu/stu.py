@@ -8,6 +8,12 @@ generative-recommenders' ``STULayer`` compute it::
     y = dropout(concat[u, a, u * norm(a)])                    # (N, 3 * H * hidden)
     out = x + y @ W_o                                         # W_o (3 * H * hidden, D), no bias
 
+With ``sla_k1``/``sla_k2`` > 0 the attention is semi-local (ULTRA-HSTU,
+:func:`tzrec.kernels.sla_hstu_mha`): a history token sees its last ``sla_k1`` tokens and the
+first ``max(sla_k2, contextual_seq_len)``; a candidate sees the whole history. A stack may
+truncate mid-way (:func:`truncation_index`): from layer ``split`` on only the contextual
+tokens, the last ``tail`` history tokens and the candidates of every row go on.
+
 ``LN`` and ``norm`` use eps 1e-6; ``norm`` is a layer norm over all heads, or with
 ``use_group_norm`` a per-head norm whose weight and bias are one value per head. The
 attention kernel is the model's ``kernel`` (PYTORCH or TRITON; TRITON degrades to PYTORCH
@@ -30,7 +36,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tzrec.core.errors import ConfigError
-from tzrec.kernels import Kernel, group_norm, hstu_mha, layer_norm, uvqk_projection
+from tzrec.kernels import (
+    Kernel,
+    group_norm,
+    hstu_mha,
+    jagged_positions,
+    layer_norm,
+    sla_hstu_mha,
+    uvqk_projection,
+)
 from tzrec.protos import module_pb2
 
 #: layer-norm epsilon of both norms (upstream's ``norm_eps``)
@@ -105,13 +119,13 @@ class STULayer(nn.Module):
             of the attention weights; ``recompute_*`` trade memory for a recomputation in
             backward (same numbers); ``sort_by_length`` is a scheduling hint of upstream's
             GPU kernels (our kernels schedule per row: no effect on results);
-            ``sla_k1``/``sla_k2`` (semi-local attention) are refused.
+            ``sla_k1``/``sla_k2`` > 0 switch to semi-local attention (module doc).
         kernel: PYTORCH or TRITON.
         scaling_seqlen: the divisor when ``config.scaling_seqlen`` < 0 (the model's
             ``max_seq_len``, as upstream passes it); <= 0: the ``max_seq_len`` of the call.
 
     Raises:
-        ConfigError: sla_k1/sla_k2 set, scaling_seqlen 0, non-positive dims.
+        ConfigError: sla_k1/sla_k2 with max_attn_len, scaling_seqlen 0, non-positive dims.
     """
 
     def __init__(
@@ -137,6 +151,8 @@ class STULayer(nn.Module):
         self.recompute_uvqk = bool(config.recompute_uvqk)
         self.recompute_y = bool(config.recompute_y)
         self.contextual_seq_len = int(config.contextual_seq_len)
+        self.sla_k1 = int(config.sla_k1)
+        self.sla_k2 = int(config.sla_k2)
         self.scaling_seqlen = (
             int(config.scaling_seqlen) if config.scaling_seqlen >= 0 else int(scaling_seqlen)
         )
@@ -184,21 +200,37 @@ class STULayer(nn.Module):
             self.training and self.recompute_normed_x,
             self.training and self.recompute_uvqk,
         )
-        attn = hstu_mha(
-            self.divisor(max_seq_len),
-            self.alpha,
-            q,
-            k,
-            v,
-            seq_offsets,
-            causal=True,
-            dropout_pr=0.0,
-            training=self.training,
-            num_targets=num_targets,
-            max_attn_len=self.max_attn_len,
-            contextual_seq_len=int(c),
-            kernel=self.kernel,
-        ).reshape(x.shape[0], -1)
+        if self.sla_k1 > 0 or self.sla_k2 > 0:
+            attn = sla_hstu_mha(
+                self.divisor(max_seq_len),
+                self.alpha,
+                q,
+                k,
+                v,
+                seq_offsets,
+                self.sla_k1,
+                self.sla_k2,
+                num_targets=num_targets,
+                contextual_seq_len=int(c),
+                kernel=self.kernel,
+            )
+        else:
+            attn = hstu_mha(
+                self.divisor(max_seq_len),
+                self.alpha,
+                q,
+                k,
+                v,
+                seq_offsets,
+                causal=True,
+                dropout_pr=0.0,
+                training=self.training,
+                num_targets=num_targets,
+                max_attn_len=self.max_attn_len,
+                contextual_seq_len=int(c),
+                kernel=self.kernel,
+            )
+        attn = attn.reshape(x.shape[0], -1)
         args = (
             attn,
             u,
@@ -222,10 +254,11 @@ def check_stu_config(config: module_pb2.STU, where: str = "hstu.stu") -> None:
     for name in ("embedding_dim", "num_heads", "hidden_dim", "attention_dim"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{where}.{name} must be > 0, got {getattr(config, name)}")
-    if config.sla_k1 > 0 or config.sla_k2 > 0:
+    if (config.sla_k1 > 0 or config.sla_k2 > 0) and config.max_attn_len > 0:
         raise ConfigError(
-            f"{where}.sla_k1/sla_k2 (semi-local attention, got {config.sla_k1}/"
-            f"{config.sla_k2}) are not supported by tzrec-hstu; leave them 0"
+            f"{where}.max_attn_len ({config.max_attn_len}) cannot be combined with "
+            f"sla_k1/sla_k2 ({config.sla_k1}/{config.sla_k2}): semi-local attention has its "
+            "own window (sla_k1); set one of them"
         )
     if config.HasField("scaling_seqlen") and config.scaling_seqlen == 0:
         raise ConfigError(
@@ -238,14 +271,47 @@ def check_stu_config(config: module_pb2.STU, where: str = "hstu.stu") -> None:
         )
 
 
+def truncation_index(
+    seq_offsets: torch.Tensor,
+    num_targets: torch.Tensor | None,
+    contextual_seq_len: int,
+    tail_len: int,
+    total: int | torch.SymInt,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which tokens survive mid-stack truncation, and the rows' new offsets.
+
+    A row is ``[contextual (c) | history (u) | targets (t)]``; it keeps its ``c`` contextual
+    tokens, the last ``min(u, tail_len)`` history tokens and all ``t`` targets (upstream's
+    ``compute_stu_truncation_plan``). Returns the kept positions in the jagged dimension
+    (ascending, (M,)) and the (B + 1,) offsets of the kept rows; ``total`` is the number of
+    tokens (``seq_offsets[-1]``, the jagged tensor's first size).
+    """
+    lengths = seq_offsets[1:] - seq_offsets[:-1]
+    targets = torch.zeros_like(lengths) if num_targets is None else num_targets.to(lengths.dtype)
+    history = (lengths - contextual_seq_len - targets).clamp(min=0)
+    dropped = history - history.clamp(max=tail_len)
+    rows, pos = jagged_positions(seq_offsets, total)
+    keep = (pos < contextual_seq_len) | (pos >= contextual_seq_len + dropped[rows])
+    new_lengths = lengths - dropped
+    offsets = torch.cat([new_lengths.new_zeros(1), torch.cumsum(new_lengths, 0)])
+    return keep.nonzero().reshape(-1), offsets
+
+
 class STUStack(nn.Module):
-    """``num_layers`` :class:`STULayer` s applied in turn.
+    """``num_layers`` :class:`STULayer` s applied in turn, with optional mid-stack truncation.
 
     Args:
         config: the ``STU`` message every layer uses.
         num_layers: how many layers (``HSTU.attn_num_layers``).
         kernel: PYTORCH or TRITON.
         scaling_seqlen: see :class:`STULayer`.
+        truncate_split_layer: before layer ``truncate_split_layer`` (in ``(0, num_layers)``)
+            keep only what :func:`truncation_index` keeps; 0: no truncation.
+        truncate_tail_len: history tokens kept per row by the truncation (> 0 with it).
+        where: config path for messages.
+
+    Raises:
+        ConfigError: only one of the truncation fields set, or the split layer out of range.
     """
 
     def __init__(
@@ -254,11 +320,27 @@ class STUStack(nn.Module):
         num_layers: int,
         kernel: Kernel | int | str = Kernel.PYTORCH,
         scaling_seqlen: int = -1,
+        truncate_split_layer: int = 0,
+        truncate_tail_len: int = 0,
+        where: str = "hstu",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             [STULayer(config, kernel, scaling_seqlen) for _ in range(num_layers)]
         )
+        if (truncate_split_layer > 0) != (truncate_tail_len > 0):
+            raise ConfigError(
+                f"{where}.attn_truncation_split_layer ({truncate_split_layer}) and "
+                f"attn_truncation_tail_len ({truncate_tail_len}) must both be > 0 to truncate, "
+                "or both 0"
+            )
+        if truncate_split_layer > 0 and not 0 < truncate_split_layer < num_layers:
+            raise ConfigError(
+                f"{where}.attn_truncation_split_layer must be in (0, attn_num_layers = "
+                f"{num_layers}), got {truncate_split_layer}"
+            )
+        self.truncate_split_layer = int(truncate_split_layer)
+        self.truncate_tail_len = int(truncate_tail_len)
 
     def forward(
         self,
@@ -268,10 +350,40 @@ class STUStack(nn.Module):
         contextual_seq_len: int = 0,
         num_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Jagged (N, D) in, jagged (N, D) out (``num_targets``: see :class:`STULayer`)."""
-        for layer in self.layers:
+        """Jagged (N, D) in, jagged (N, D) out (``num_targets``: see :class:`STULayer`).
+
+        Raises:
+            RuntimeError: the stack truncates (rows change: use :meth:`encode`).
+        """
+        if self.truncate_split_layer > 0:
+            raise RuntimeError("a truncating STUStack changes the rows; call encode()")
+        return self.encode(x, seq_offsets, max_seq_len, contextual_seq_len, num_targets)[0]
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        seq_offsets: torch.Tensor,
+        max_seq_len: int,
+        contextual_seq_len: int = 0,
+        num_targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run every layer; returns (x, its row offsets, the kept token positions or None).
+
+        The kept positions (:func:`truncation_index`) index the input tokens; parallel
+        jagged tensors (timestamps) follow with ``index_select``. ``max_seq_len`` stays the
+        attention divisor across the truncation (the model's, as upstream pins it).
+        """
+        kept = None
+        for i, layer in enumerate(self.layers):
+            if i == self.truncate_split_layer and self.truncate_split_layer > 0:
+                c = layer.contextual_seq_len
+                c = c if c >= 0 else contextual_seq_len
+                kept, seq_offsets = truncation_index(
+                    seq_offsets, num_targets, int(c), self.truncate_tail_len, x.shape[0]
+                )
+                x = x.index_select(0, kept)
             x = layer(x, seq_offsets, max_seq_len, contextual_seq_len, num_targets)
-        return x
+        return x, seq_offsets, kept
 
 
 #: upstream parameter name → ours, inside one STU layer / the positional encoder
