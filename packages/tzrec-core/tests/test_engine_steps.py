@@ -1,4 +1,5 @@
-"""Training steps: gradient accumulation (N x b == one batch of N*b for SGD) and BF16 autocast."""
+"""Training steps: gradient accumulation (N x b == one batch of N*b for SGD), BF16/FP16 autocast
+and loss scaling that reaches the fused embedding tables."""
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +10,7 @@ import torch
 from tzrec.core import build
 from tzrec.core.config import parse_pipeline_config
 from tzrec.core.engine.distributed import init_distributed, seed_everything
-from tzrec.core.engine.engine import Engine, autocast_dtype
+from tzrec.core.engine.engine import Engine, autocast_dtype, grad_scaler
 from tzrec.core.errors import ConfigError
 from tzrec.protos import train_pb2
 
@@ -116,18 +117,128 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path, monkeypatch):
     assert metrics == {}  # no metric configured; evaluation ran under autocast
 
 
+def _weights(engine):
+    return {k: _dense(v).clone() for k, v in engine.dmp.state_dict().items()}
+
+
+def _scaled_run(tmp_path, rows, name, precision="", init_scale=0.0, steps=None):
+    config = parse_pipeline_config(
+        CONFIG.format(data=rows, model_dir=tmp_path / name, n=1, batch=8)
+    )
+    config.train_config.mixed_precision = precision
+    if init_scale:
+        config.train_config.grad_scaler.init_scale = init_scale
+    device = init_distributed()
+    seed_everything(7)
+    ds = build.build_dataset(config, build.create_features(config), rows, "train")
+    engine = Engine(config, build.build_model(config, ds.features), device, train=True)
+    before = _weights(engine)
+    batches = list(ds.make_dataloader())[:steps]
+    losses = [engine.train_step(b)["binary_cross_entropy"] for b in batches]
+    return losses, before, _weights(engine), engine
+
+
+@pytest.fixture
+def clicks(tmp_path):
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, 20, 64)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"user_id": users, "clk": (users % 2).astype(np.int64)}), path)
+    return str(path)
+
+
+def test_grad_scaler_reaches_the_fused_tables_unscaled(tmp_path, clicks):
+    # a power-of-two scale is exact in float32: scaled training must equal unscaled training
+    # bit for bit, tables included (without the unscale hook the fused SGD would move the
+    # embedding rows 1024x too far)
+    plain, start, end_plain, _ = _scaled_run(tmp_path, clicks, "plain")
+    scaled, start_s, end_scaled, engine = _scaled_run(tmp_path, clicks, "scaled", "", 1024.0)
+    assert engine.scaler is not None and engine.scaler.get_scale() == 1024.0
+    assert scaled == plain
+    tables = [k for k in end_plain if "embedding" in k or "ebc" in k]
+    assert tables
+    for k in end_plain:
+        torch.testing.assert_close(start_s[k], start[k], rtol=0, atol=0)
+        torch.testing.assert_close(end_scaled[k], end_plain[k], rtol=0, atol=0)
+    assert any(not torch.equal(start[k], end_plain[k]) for k in tables)  # the tables trained
+
+
+def test_fp16_autocast_with_loss_scaling_trains_close_to_fp32(tmp_path, clicks, monkeypatch):
+    dtypes = []
+    real_linear = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        out = real_linear(x, w, b)
+        dtypes.append(out.dtype)
+        return out
+
+    fp32, _, end32, _ = _scaled_run(tmp_path, clicks, "fp32")
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    fp16, _, end16, engine = _scaled_run(tmp_path, clicks, "fp16", "FP16", 65536.0)
+    assert engine.autocast_dtype == torch.float16
+    assert torch.float16 in dtypes  # the dense layers really ran in half precision
+    assert fp16 != fp32  # not silently full precision
+    np.testing.assert_allclose(fp16, fp32, rtol=0.03, atol=0.01)
+    for k in end32:  # every weight, tables included, lands where float32 training puts it
+        torch.testing.assert_close(end16[k], end32[k], rtol=0.02, atol=2e-3)
+
+
+def test_an_overflowing_fp16_step_changes_nothing_and_halves_the_scale(tmp_path, clicks):
+    # 2^30 overflows float16 (max 65504) in backward: the scaler skips the dense step and the
+    # fused tables get zeros for their non-finite gradients, so no weight moves
+    _, start, end, engine = _scaled_run(tmp_path, clicks, "overflow", "FP16", 2.0**30, steps=1)
+    assert any("ebc" in k for k in start)
+    for k in start:
+        torch.testing.assert_close(end[k], start[k], rtol=0, atol=0)
+    assert engine.scaler.get_scale() == 2.0**29
+
+
+def test_unscale_hook_divides_and_zeroes_non_finite():
+    from tzrec.core import amp
+
+    x = torch.ones(3, requires_grad=True)
+    with amp.sparse_gradient_scale(4.0):
+        y = x * 1.0
+        amp.unscale_sparse_gradients([y])
+    y.backward(torch.tensor([8.0, float("inf"), float("nan")]))
+    assert x.grad.tolist() == [2.0, 0.0, 0.0]
+    z = torch.ones(2, requires_grad=True)
+    w = z * 1.0
+    amp.unscale_sparse_gradients([w])  # outside the block: no hook
+    w.backward(torch.tensor([8.0, 8.0]))
+    assert z.grad.tolist() == [8.0, 8.0]
+
+
+def test_scaler_state_is_checkpointed_and_restored(tmp_path, clicks):
+    from tzrec.core.engine import checkpoint as ckpt
+    from tzrec.core.engine.engine import TrainState
+
+    _, _, _, engine = _scaled_run(tmp_path, clicks, "ck", "FP16", 512.0)
+    engine.scaler.update(new_scale=256.0)
+    store = ckpt.CheckpointStore(tmp_path / "ck")
+    path = engine.save(store, TrainState(global_step=8))
+    engine.scaler.update(new_scale=2.0)
+    engine.restore(path)
+    assert engine.scaler.get_scale() == 256.0
+
+
 @pytest.mark.parametrize(
-    ("precision", "scaler", "message"),
+    ("precision", "init_scale", "message"),
     [
-        ("FP16", False, "mixed_precision FP16: not supported"),
-        ("INT4", False, "mixed_precision: expected BF16 or FP16, got 'INT4'"),
-        ("BF16", True, "grad_scaler: BF16 needs no loss scaling"),
-        ("", True, "grad_scaler: only used with mixed_precision FP16"),
+        ("INT4", 0.0, "mixed_precision: expected BF16 or FP16, got 'INT4'"),
+        ("FP16", -1.0, "grad_scaler: expected init_scale > 0"),
     ],
 )
-def test_unsupported_precision_settings_are_one_line(precision, scaler, message):
+def test_bad_precision_settings_are_one_line(precision, init_scale, message):
     tc = train_pb2.TrainConfig(mixed_precision=precision)
-    if scaler:
-        tc.grad_scaler.init_scale = 1024
+    if init_scale:
+        tc.grad_scaler.init_scale = init_scale
     with pytest.raises(ConfigError, match=message):
         autocast_dtype(tc)
+        grad_scaler(tc, torch.device("cpu"))
+
+
+def test_precisions_map_to_autocast_dtypes():
+    assert autocast_dtype(train_pb2.TrainConfig(mixed_precision="FP16")) == torch.float16
+    assert autocast_dtype(train_pb2.TrainConfig(mixed_precision="bf16")) == torch.bfloat16
+    assert autocast_dtype(train_pb2.TrainConfig()) is None

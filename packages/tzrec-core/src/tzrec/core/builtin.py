@@ -27,7 +27,10 @@ SUPPORTED_FIELDS = (
     "TrainConfig.fine_tune_checkpoint",
     "TrainConfig.fine_tune_ckpt_param_map",
     "TrainConfig.gradient_accumulation_steps",
-    "TrainConfig.mixed_precision",  # BF16; the engine refuses FP16 in one line
+    "TrainConfig.mixed_precision",  # BF16 / FP16 autocast (tzrec.core.engine.engine)
+    # loss scaling, fused embedding tables included (tzrec.core.amp)
+    "TrainConfig.grad_scaler",
+    "GradScaler.*",
     "TrainConfig.log_step_count_steps>0",
     "TrainConfig.use_tensorboard",
     "TrainConfig.grad_clipping",

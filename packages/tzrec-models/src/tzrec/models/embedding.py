@@ -52,6 +52,7 @@ from torchrec.modules.mc_modules import (
     MCHManagedCollisionModule,
 )
 
+from tzrec.core.amp import unscale_sparse_gradients
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import BaseFeature, Batch
 from tzrec.models.layout import (
@@ -283,6 +284,8 @@ class _DataGroupEmbedding(nn.Module):
         out: dict[str, torch.Tensor | JaggedTensor] = {}
         for path, key_map in self._maps.items():
             out.update(key_map(self.get_submodule(path), kjt))
+        # FP16 loss scaling: the fused table optimizers must see unscaled gradients
+        unscale_sparse_gradients(out.values())
         return out
 
 

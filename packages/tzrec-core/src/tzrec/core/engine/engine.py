@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tzrec.core import build
+from tzrec.core import amp, build
 from tzrec.core.engine import checkpoint as ckpt
 from tzrec.core.engine import guards
 from tzrec.core.engine.distributed import capture_rng
@@ -142,32 +142,44 @@ def lockstep(batches: Any, what: str) -> Iterator[Any]:
 def autocast_dtype(tc: Any) -> torch.dtype | None:
     """The autocast dtype of ``train_config.mixed_precision`` (None when unset).
 
-    ``BF16`` runs forward under ``torch.autocast`` (CPU and CUDA; bfloat16 has float32's
-    range, so no loss scaling). ``FP16`` is refused: it needs loss scaling, and the fused
-    embedding optimizers apply gradients inside backward, before a scaler could unscale
-    them, so the tables would train with a learning rate times the scale.
+    ``BF16`` / ``FP16`` run the forward under ``torch.autocast`` (CPU and CUDA). Loss
+    scaling is ``train_config.grad_scaler``'s, independently of the precision (as upstream:
+    FP16 without ``grad_scaler`` trains unscaled); see :func:`grad_scaler`.
     """
     value = tc.mixed_precision.strip().upper()
     if not value:
-        if tc.HasField("grad_scaler"):
-            raise ConfigError(
-                "train_config.grad_scaler: only used with mixed_precision FP16, which tzrec "
-                "does not support; remove it"
-            )
         return None
     if value == "BF16":
-        if tc.HasField("grad_scaler"):
-            raise ConfigError(
-                "train_config.grad_scaler: BF16 needs no loss scaling; remove grad_scaler"
-            )
         return torch.bfloat16
     if value == "FP16":
-        raise ConfigError(
-            "train_config.mixed_precision FP16: not supported (loss scaling cannot reach the "
-            "fused embedding optimizers, which update inside backward); use BF16"
-        )
+        return torch.float16
     raise ConfigError(
         f"train_config.mixed_precision: expected BF16 or FP16, got {tc.mixed_precision!r}"
+    )
+
+
+def grad_scaler(tc: Any, device: torch.device) -> torch.amp.GradScaler | None:
+    """``torch.amp.GradScaler`` from ``train_config.grad_scaler`` (None when unset).
+
+    Its fields (``init_scale``, ``growth_factor``, ``backoff_factor``, ``growth_interval``)
+    are the scaler's arguments. Dense gradients are unscaled by the scaler; the fused
+    embedding tables by :mod:`tzrec.core.amp`'s gradient hooks.
+    """
+    if not tc.HasField("grad_scaler"):
+        return None
+    g = tc.grad_scaler
+    if g.init_scale <= 0 or g.growth_factor <= 1 or not 0 < g.backoff_factor < 1:
+        raise ConfigError(
+            "train_config.grad_scaler: expected init_scale > 0, growth_factor > 1 and "
+            f"0 < backoff_factor < 1, got {g.init_scale}, {g.growth_factor}, "
+            f"{g.backoff_factor}"
+        )
+    return torch.amp.GradScaler(
+        device.type,
+        init_scale=g.init_scale,
+        growth_factor=g.growth_factor,
+        backoff_factor=g.backoff_factor,
+        growth_interval=max(int(g.growth_interval), 1),
     )
 
 
@@ -237,6 +249,8 @@ class Engine:
         )
         #: ``train_config.mixed_precision``: the autocast dtype, or None for full precision
         self.autocast_dtype = autocast_dtype(tc)
+        #: ``train_config.grad_scaler``: loss scaling (dense and fused embedding gradients)
+        self.scaler = grad_scaler(tc, device) if train else None
         #: ``train_config.gradient_accumulation_steps`` (0 and 1: step every batch)
         self.accumulation_steps = max(int(tc.gradient_accumulation_steps), 1)
         self._micro_steps = 0
@@ -270,18 +284,26 @@ class Engine:
         n = self.accumulation_steps
         if self._micro_steps % n == 0:
             self.optimizer.zero_grad()
-        with self._autocast():
+        scale = float(self.scaler.get_scale()) if self.scaler is not None else None
+        with self._autocast(), amp.sparse_gradient_scale(scale):
             loss, (losses, predictions, batch) = self.dmp(batch)
         self.last_step_applied = _all_ranks_true(bool(torch.isfinite(loss.detach())), loss)
         if not self.last_step_applied:
             return {k: float(v) for k, v in losses.items()}
-        (loss / n if n > 1 else loss).backward()
+        loss = loss / n if n > 1 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self._micro_steps += 1
         if self._micro_steps % n == 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
             if self.clip_config is not None:
                 params = [p for p in self.dmp.parameters() if p.grad is not None]
                 clip_gradients(params, self.clip_config)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()
         for sched in self.schedulers:
             if not getattr(sched, "by_epoch", False):
                 sched.step()
@@ -357,7 +379,10 @@ class Engine:
             state.global_step,
             self.dmp,
             self.optimizer,
-            extra=dict(state.__dict__),
+            extra={
+                **state.__dict__,
+                **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            },
             rng=capture_rng(),
         )
 
@@ -366,6 +391,8 @@ class Engine:
         ckpt.load(path, self.dmp, self.optimizer if with_optimizer else None, check=check)
         extra = ckpt.read_extra(path)
         known = {k: int(v) for k, v in extra.items() if k in TrainState.__dataclass_fields__}
+        if self.scaler is not None and with_optimizer and "grad_scaler" in extra:
+            self.scaler.load_state_dict(extra["grad_scaler"])
         state = TrainState(**known)
         self.set_schedule_step(state.global_step, state.epoch)
         self._micro_steps = state.global_step  # accumulation windows stay aligned
