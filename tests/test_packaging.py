@@ -107,7 +107,7 @@ def venv(dist, tmp_path_factory):
 def test_wheels_install_and_list_hstu_match(venv):
     out = run([str(venv / "bin" / "tzrec"), "plugins", "--json"]).stdout
     rows = {row["distribution"]: row for row in json.loads(out)}
-    assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match"]
+    assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match", "ultra_hstu"]
     # tzrec-hstu pulls in the packages it builds on
     assert {"tzrec-core", "tzrec-data", "tzrec-export"} <= set(rows)
     freeze = run([uv_bin(), "pip", "list", "--python", str(venv / "bin" / "python")]).stdout

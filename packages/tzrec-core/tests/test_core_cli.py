@@ -32,7 +32,7 @@ def test_plugins_json_lists_first_party_registrations(capsys):
     code, out, _ = run_cli(capsys, "plugins", "--json")
     assert code == 0
     rows = {row["distribution"]: row for row in json.loads(out)}
-    assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match"]
+    assert rows["tzrec-hstu"]["registers"]["models"] == ["dlrm_hstu", "hstu_match", "ultra_hstu"]
     assert rows["tzrec-export"]["registers"]["commands"] == [
         "create-faiss-index",
         "eval-retrieval",
@@ -46,7 +46,7 @@ def test_plugins_text_shows_distribution_and_version(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
     assert "hstu (tzrec-hstu 0.1.0)" in out
-    assert "  models: dlrm_hstu, hstu_match" in out
+    assert "  models: dlrm_hstu, hstu_match, ultra_hstu" in out
 
 
 def test_train_with_missing_input_is_one_line(capsys, dssm_config_path, tmp_path):

@@ -46,7 +46,7 @@ from tzrec.models.layout import sequence_key, sequence_length_key
 from tzrec.models.losses import create_loss
 from tzrec.models.metrics.factory import create_metric
 from tzrec.models.modules.mlp import MLP
-from tzrec.protos import model_pb2, tower_pb2
+from tzrec.protos import model_pb2, module_pb2, tower_pb2
 
 FIELD = "model_config.dlrm_hstu"
 _CLASSIFICATION_LOSSES = ("binary_cross_entropy", "binary_focal_loss")
@@ -104,6 +104,8 @@ class DlrmHSTU(BaseModel):
     #: predictions have one row per candidate of this group (exporters and ``tzrec predict``
     #: gather each request's candidates back into one row)
     per_candidate_group = CANDIDATE
+    #: config path in messages (UltraHSTU: ``model_config.ultra_hstu``)
+    field = FIELD
 
     def __init__(
         self,
@@ -115,14 +117,14 @@ class DlrmHSTU(BaseModel):
     ) -> None:
         super().__init__(model_config, features, labels, sample_weights, **kwargs)
         cfg = self._model_config
-        hstu = cfg.hstu
+        field = self.field
         kernel = int(self._base_model_config.kernel)
         groups = self._role_groups()
         self.embedding_group = EmbeddingGroup(self._features, list(groups.values()))
         self.max_seq_len = int(cfg.max_seq_len)
         if self.max_seq_len <= 0:
             raise ConfigError(
-                f"{FIELD}.max_seq_len must be > 0 (contextual tokens + history + candidates)"
+                f"{field}.max_seq_len must be > 0 (contextual tokens + history + candidates)"
             )
         self.global_average_loss = bool(cfg.enable_global_average_loss)
         num_contextual = 0
@@ -130,26 +132,13 @@ class DlrmHSTU(BaseModel):
             num_contextual = (
                 1 if cfg.concat_contextual_features else len(groups[CONTEXTUAL].feature_names)
             )
-        self.encoder = HSTUEncoder(
-            hstu,
-            self.embedding_group,
-            groups,
-            where=f"{FIELD}.hstu",
-            uih_group=UIH,
-            candidate_group=CANDIDATE,
-            num_contextual=num_contextual,
-            max_uih_len=self._max_length(groups[UIH]),
-            max_candidates=self._max_length(groups[CANDIDATE]),
-            scaling_seqlen=self.max_seq_len,
-            ascending=bool(cfg.sequence_timestamp_is_ascending),
-            kernel=kernel,
-        )
-        self.embedding_dim = self.encoder.embedding_dim
-        candidate_dim = self.encoder.input_dims[CANDIDATE]
+        self._build_encoders(groups, num_contextual, kernel)
+        self.embedding_dim = sum(e.embedding_dim for e in self.encoders_list())
+        candidate_dim = self.encoders_list()[0].input_dims[CANDIDATE]
 
         hidden = int(cfg.item_embedding_hidden_dim)
         if hidden <= 0:
-            raise ConfigError(f"{FIELD}.item_embedding_hidden_dim must be > 0")
+            raise ConfigError(f"{field}.item_embedding_hidden_dim must be > 0")
         self.item_mlp = nn.Sequential(
             nn.Linear(candidate_dim, hidden),
             nn.LayerNorm(hidden),
@@ -171,13 +160,49 @@ class DlrmHSTU(BaseModel):
 
     # -- construction ----------------------------------------------------------------------
 
+    def _encoder(
+        self,
+        hstu: module_pb2.HSTU,
+        groups: dict[str, model_pb2.FeatureGroupConfig],
+        num_contextual: int,
+        kernel: int,
+        where: str,
+    ) -> HSTUEncoder:
+        """One transducer over ``groups`` (role → group; ``groups[UIH]`` is its history)."""
+        return HSTUEncoder(
+            hstu,
+            self.embedding_group,
+            groups,
+            where=where,
+            uih_group=groups[UIH].group_name,
+            candidate_group=CANDIDATE,
+            num_contextual=num_contextual,
+            max_uih_len=self._max_length(groups[UIH]),
+            max_candidates=self._max_length(groups[CANDIDATE]),
+            scaling_seqlen=self.max_seq_len,
+            ascending=bool(self._model_config.sequence_timestamp_is_ascending),
+            kernel=kernel,
+        )
+
+    def _build_encoders(
+        self, groups: dict[str, model_pb2.FeatureGroupConfig], num_contextual: int, kernel: int
+    ) -> None:
+        """DlrmHSTU's one transducer, ``self.encoder`` (UltraHSTU builds one per channel)."""
+        self.encoder = self._encoder(
+            self._model_config.hstu, groups, num_contextual, kernel, f"{self.field}.hstu"
+        )
+
+    def encoders_list(self) -> list[HSTUEncoder]:
+        """The transducers whose candidate outputs are concatenated (DlrmHSTU: one)."""
+        return [self.encoder]
+
     def _role_groups(self) -> dict[str, model_pb2.FeatureGroupConfig]:
         groups = list(self._base_model_config.feature_groups)
         names = [g.group_name for g in groups]
         for role in (UIH, CANDIDATE):
             if role not in names:
                 raise ConfigError(
-                    f"{FIELD} needs a JAGGED_SEQUENCE feature group named '{role}' "
+                    f"{self.field} needs a JAGGED_SEQUENCE feature group named '{role}' "
                     f"(groups: {', '.join(names) or 'none'})"
                 )
         roles = (UIH, CANDIDATE, CONTEXTUAL, *HISTORY_ROLES, CANDIDATE_TIMESTAMP)
@@ -192,7 +217,7 @@ class DlrmHSTU(BaseModel):
         return max(lengths, default=0)
 
     def _build_tasks(self, tower: tower_pb2.FusionMTLTower) -> list[_Task]:
-        where = f"{FIELD}.fusion_mtl_tower.task_configs"
+        where = f"{self.field}.fusion_mtl_tower.task_configs"
         if not tower.task_configs:
             raise ConfigError(f"{where}: set at least one task")
         tasks: list[_Task] = []
@@ -289,17 +314,25 @@ class DlrmHSTU(BaseModel):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Predictions for every candidate of the batch (see the module doc)."""
-        return self.dense_forward(self.encoder.exact_timestamps(self.embedding_group(batch), batch))
+        grouped = self.embedding_group(batch)
+        for encoder in self.encoders_list():
+            grouped = encoder.exact_timestamps(grouped, batch)
+        return self.dense_forward(grouped)
 
     def dense_forward(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every prediction from the embedding group's output (the export entry point)."""
-        x, seq = self.encoder(grouped, check=not self._is_inference, max_seq_len=self.max_seq_len)
         candidates = grouped[sequence_key(CANDIDATE)]
         num_targets = grouped[sequence_length_key(CANDIDATE)]
-        index = candidate_positions(seq.offsets, num_targets, candidates.shape[0])
-        user = self.encoder.postprocessor(
-            x.index_select(0, index), seq.timestamps.index_select(0, index)
-        )
+        users = []
+        for encoder in self.encoders_list():
+            x, seq = encoder(grouped, check=not self._is_inference, max_seq_len=self.max_seq_len)
+            index = candidate_positions(seq.offsets, num_targets, candidates.shape[0])
+            users.append(
+                encoder.postprocessor(
+                    x.index_select(0, index), seq.timestamps.index_select(0, index)
+                )
+            )
+        user = users[0] if len(users) == 1 else torch.cat(users, dim=1)
         fused = user * self.item_mlp(candidates.to(torch.float32))
         if self.tower_mlp is not None:
             fused = self.tower_mlp(fused)

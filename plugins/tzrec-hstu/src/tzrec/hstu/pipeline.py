@@ -143,6 +143,11 @@ class HSTUEncoder(nn.Module):
         self.embedding_dim = int(hstu.stu.embedding_dim)
         if self.embedding_dim <= 0:
             raise ConfigError(f"{where}.stu.embedding_dim must be > 0")
+        if hstu.name and hstu.name != uih_group:
+            raise ConfigError(
+                f"{where}.name '{hstu.name}' names a mixture-of-transducers channel, which only "
+                "ultra_hstu reads; leave it empty"
+            )
         self.uih_group = uih_group
         # role → the group's name in the embedding output (an ULTRA-HSTU channel renames
         # the history roles: uih_action → <channel>_action, ...)

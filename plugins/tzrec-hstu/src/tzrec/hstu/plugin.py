@@ -28,9 +28,10 @@ class HOOKSPECS:  # noqa: N801 -- the attribute name tzrec's plugin manager look
 
 @hookimpl
 def register_models(register: Register) -> None:
-    """``hstu_match`` (generative retrieval) and ``dlrm_hstu`` (multi-task ranking)."""
+    """``hstu_match`` (retrieval), ``dlrm_hstu`` and ``ultra_hstu`` (multi-task ranking)."""
     register("hstu_match", "tzrec.hstu.hstu_match:HSTUMatch")
     register("dlrm_hstu", "tzrec.hstu.dlrm_hstu:DlrmHSTU")
+    register("ultra_hstu", "tzrec.hstu.ultra_hstu:UltraHSTU")
 
 
 @hookimpl
@@ -62,6 +63,7 @@ def register_examples(register: Register) -> None:
 SUPPORTED_FIELDS = (
     "ModelConfig.hstu_match",
     "ModelConfig.dlrm_hstu",
+    "ModelConfig.ultra_hstu",
     "ModelConfig.kernel",  # read by the HSTU models only
     "HSTUMatch.user_tower",
     "HSTUMatch.item_tower",
@@ -80,6 +82,13 @@ SUPPORTED_FIELDS = (
     "DlrmHSTU.enable_global_average_loss",
     "DlrmHSTU.sequence_timestamp_is_ascending",
     "DlrmHSTU.concat_contextual_features",
+    "UltraHSTU.hstu",
+    "UltraHSTU.fusion_mtl_tower",
+    "UltraHSTU.max_seq_len>0",
+    "UltraHSTU.item_embedding_hidden_dim",
+    "UltraHSTU.enable_global_average_loss",
+    "UltraHSTU.sequence_timestamp_is_ascending",
+    "UltraHSTU.concat_contextual_features",
     "FusionMTLTower.mlp",
     "FusionMTLTower.task_configs",
     "FusionSubTaskConfig.task_name",
@@ -95,6 +104,9 @@ SUPPORTED_FIELDS = (
     "HSTU.positional_encoder",
     "HSTU.input_preprocessor",
     "HSTU.output_postprocessor",
+    "HSTU.attn_truncation_split_layer",  # mid-stack truncation (tzrec.hstu.stu.STUStack)
+    "HSTU.attn_truncation_tail_len",
+    "HSTU.name",  # an ultra_hstu channel; refused elsewhere (tzrec.hstu.pipeline.HSTUEncoder)
     "STU.embedding_dim>0",
     "STU.num_heads>0",
     "STU.hidden_dim>0",
@@ -109,7 +121,7 @@ SUPPORTED_FIELDS = (
     "STU.recompute_uvqk",
     "STU.recompute_y",
     "STU.sort_by_length",  # a GPU scheduling hint upstream: results are the same either way
-    "STU.sla_k1",  # > 0 refused by tzrec.hstu.stu.check_stu_config (no semi-local attention)
+    "STU.sla_k1",  # semi-local attention (tzrec.kernels.sla_hstu_mha)
     "STU.sla_k2",
     "GRPositionalEncoder.num_position_buckets>0",
     "GRPositionalEncoder.num_time_buckets",
