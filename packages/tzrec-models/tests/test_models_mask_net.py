@@ -35,6 +35,8 @@ def test_aggregation_width_follows_reduction_ratio_else_aggregation_dim():
     assert aggregation_dim(8, _block_cfg(hidden_dim=4, aggregation_dim=3)) == 3
     # both set: reduction_ratio wins, as upstream
     assert aggregation_dim(8, _block_cfg(hidden_dim=4, reduction_ratio=2, aggregation_dim=3)) == 16
+    # reduction_ratio 0 means "use aggregation_dim", as upstream's falsy check
+    assert aggregation_dim(8, _block_cfg(hidden_dim=4, reduction_ratio=0, aggregation_dim=5)) == 5
     with pytest.raises(ConfigError, match="aggregation width"):
         aggregation_dim(8, _block_cfg(hidden_dim=4, reduction_ratio=0.1))
 

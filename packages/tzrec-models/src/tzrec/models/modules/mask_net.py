@@ -22,13 +22,15 @@ from tzrec.protos import module_pb2
 def aggregation_dim(input_dim: int, config: module_pb2.MaskBlock) -> int:
     """Width of a block's mask aggregation layer for an input of ``input_dim``.
 
-    ``int(input_dim * reduction_ratio)`` when ``reduction_ratio`` is set (or when neither
-    is set: its default 1), else ``aggregation_dim``, as upstream's documentation states.
+    ``int(input_dim * reduction_ratio)`` when a non-zero ``reduction_ratio`` is set (or when
+    ``aggregation_dim`` is not set: the ratio's default 1), else ``aggregation_dim``, as
+    upstream's documentation states.
 
     Raises:
         ConfigError: the resulting width is not positive.
     """
-    if config.HasField("reduction_ratio") or not config.HasField("aggregation_dim"):
+    explicit_ratio = config.HasField("reduction_ratio") and config.reduction_ratio != 0
+    if explicit_ratio or not config.HasField("aggregation_dim"):
         dim = int(input_dim * config.reduction_ratio)
         source = f"int({input_dim} * reduction_ratio {config.reduction_ratio:g})"
     else:
