@@ -125,12 +125,27 @@ def negative_feature_names(features: list[BaseFeature], data_config: Any | None)
     chosen = which_oneof(data_config, "sampler")
     if chosen is None:
         return set()
+    if _expands_rows(data_config, chosen[0]):
+        return set()  # as upstream's tdm_sampler: sampled nodes are whole rows, not __NEG__
     cfg = chosen[1]
     attrs = set(getattr(cfg, "attr_fields", []))
     item_field = getattr(cfg, "item_id_field", "")
     if not attrs or (item_field and candidate_feature(features, item_field) is not None):
         return set()
     return {f.name for f in features if attrs & set(f.input_names)}
+
+
+def _expands_rows(data_config: Any, name: str) -> bool:
+    """Whether the registered sampler ``name`` lays out whole rows (``expands_rows``)."""
+    from tzrec.core.config import provided_by
+    from tzrec.core.errors import PluginError
+    from tzrec.core.plugins import get
+
+    try:
+        cls = get("samplers", name, provided_by(data_config, name))
+    except PluginError:  # reported where the sampler is built
+        return False
+    return bool(getattr(cls, "expands_rows", False))
 
 
 def _add(features: list[BaseFeature], seen: dict[str, str], feat: BaseFeature, where: str):

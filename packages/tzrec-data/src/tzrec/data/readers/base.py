@@ -542,6 +542,8 @@ class BaseDataset(IterableDataset):
         infos = {}
         if self._negatives is not None:
             infos = self._negatives.apply(columns)
+            if self._negatives.expands_rows:  # TDM: ancestors and negatives are whole rows
+                num_rows = len(columns[FILE_COL])
         batch = self._parser.parse(columns, num_rows)
         batch.additional_infos.update(infos)
         if self._parser.nonfinite:

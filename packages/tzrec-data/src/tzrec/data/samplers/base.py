@@ -73,7 +73,8 @@ class BaseSampler:
     ) -> None:
         self.config = config
         self.batch_size = batch_size
-        self.num_sample = int(config.num_sample)
+        # a sampler without one count (TDM's per-layer ``layer_num_sample``) has no num_sample
+        self.num_sample = int(getattr(config, "num_sample", 0))
         if not is_training and config.HasField("num_eval_sample"):
             self.num_sample = int(config.num_eval_sample)
         self.attr_fields = list(config.attr_fields)

@@ -40,16 +40,28 @@ class NegativeJoin:
         candidate: for a sequence ``item_id_field``: the candidate sequence's ``name``,
             ``delim``, ``max_len`` and the ``attrs`` that are sequence columns; else ``None``.
         name: the sampler's ``DataConfig`` oneof name (for messages).
+        label_fields: the label columns (for a sampler that lays out whole rows).
     """
 
     def __init__(
-        self, sampler: Any, columns: list[str], candidate: dict | None, name: str = "sampler"
+        self,
+        sampler: Any,
+        columns: list[str],
+        candidate: dict | None,
+        name: str = "sampler",
+        label_fields: list[str] | None = None,
     ) -> None:
         self.name = name
         self.sampler = sampler
         self.columns = columns
         self.candidate = candidate
+        self.label_fields = list(label_fields or [])
         self._warned = False
+
+    @property
+    def expands_rows(self) -> bool:
+        """The sampler lays out whole rows (TDM): every column grows, labels included."""
+        return bool(getattr(self.sampler, "expands_rows", False))
 
     def set_seed(self, seed: int) -> None:
         """Reseed the sampler (each shard and epoch draws its own negatives)."""
@@ -62,6 +74,8 @@ class NegativeJoin:
             extra tensors for ``Batch.additional_infos`` (``hard_neg_indices``).
         """
         self._check_positives(columns)
+        if self.expands_rows:
+            return self.sampler.expand_batch(columns, self.label_fields)
         if self.candidate is not None:
             return self._join_candidates(columns)
         sampler = self.sampler
@@ -243,7 +257,7 @@ def build_negative_join(
     if user_field:
         columns.append(user_field)
     columns += [a for a in cfg.attr_fields if a in names and a not in columns]
-    return NegativeJoin(sampler, columns, candidate, name)
+    return NegativeJoin(sampler, columns, candidate, name, list(data_config.label_fields))
 
 
 def check_negative_features(features: list[BaseFeature], data_config: Any, name: str) -> None:
