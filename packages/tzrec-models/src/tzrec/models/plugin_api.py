@@ -36,11 +36,15 @@ if TYPE_CHECKING:  # imported lazily below: a plugin's hook module must not pull
     from tzrec.models.match import MatchModel
     from tzrec.models.modules.cin import CIN
     from tzrec.models.modules.cross import Cross, CrossV2
+    from tzrec.models.modules.experts import ExtractionNet, MMoE
     from tzrec.models.modules.fm import FactorizationMachine
+    from tzrec.models.modules.gates import EPNet, GateNU, PPNet, mix_experts
     from tzrec.models.modules.interaction import InteractionArch
     from tzrec.models.modules.mask_net import MaskNetModule
-    from tzrec.models.modules.mlp import MLP
+    from tzrec.models.modules.mlp import MLP, mlp_kwargs
+    from tzrec.models.modules.tower import TaskTower
     from tzrec.models.modules.wukong import WuKongLayer
+    from tzrec.models.multi_task import MultiTaskRank, task_predictions
     from tzrec.models.rank import RankModel
 
 #: Names that need torch, imported on first use (``from ... import RankModel`` works).
@@ -53,6 +57,17 @@ _LAZY = {
     "MatchModel": "tzrec.models.match",
     "RankModel": "tzrec.models.rank",
     "MLP": "tzrec.models.modules.mlp",
+    "mlp_kwargs": "tzrec.models.modules.mlp",
+    # multi-task models: the base, task towers, experts and gates
+    "MultiTaskRank": "tzrec.models.multi_task",
+    "task_predictions": "tzrec.models.multi_task",
+    "TaskTower": "tzrec.models.modules.tower",
+    "MMoE": "tzrec.models.modules.experts",
+    "ExtractionNet": "tzrec.models.modules.experts",
+    "mix_experts": "tzrec.models.modules.gates",
+    "GateNU": "tzrec.models.modules.gates",
+    "EPNet": "tzrec.models.modules.gates",
+    "PPNet": "tzrec.models.modules.gates",
     # feature-interaction blocks (FM, DCN cross layers, xDeepFM's CIN, DLRM's dot products)
     "FactorizationMachine": "tzrec.models.modules.fm",
     "Cross": "tzrec.models.modules.cross",
@@ -78,6 +93,16 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MaskNetModule",
     "WuKongLayer",
+    "EPNet",
+    "ExtractionNet",
+    "GateNU",
+    "MMoE",
+    "MultiTaskRank",
+    "PPNet",
+    "TaskTower",
+    "mix_experts",
+    "mlp_kwargs",
+    "task_predictions",
     "CIN",
     "MLP",
     "Cross",
