@@ -93,6 +93,8 @@ class MatchTower(nn.Module):
         similarity: COSINE L2-normalises the output.
         model_config: the whole ``ModelConfig`` (its ``variational_dropout`` applies to the
             tower's group).
+        embedding_group: a model-level group the tower reads (DSSMv2); the tower then owns
+            no tables (no ``embedding_group`` attribute; ``tower_embedding`` only).
     """
 
     def __init__(
@@ -103,21 +105,23 @@ class MatchTower(nn.Module):
         output_dim: int,
         similarity: int,
         model_config: model_pb2.ModelConfig | None = None,
+        embedding_group: EmbeddingGroup | None = None,
     ) -> None:
         super().__init__()
         self.group_name = group.group_name
         self._is_inference = False
         self.features = [f for f in features if f.name in set(group_feature_names(group))]
         self.feature_groups = [group]
-        self.embedding_group = EmbeddingGroup(features, [group])
+        if embedding_group is None:
+            self.embedding_group = embedding_group = EmbeddingGroup(features, [group])
         self.group_variational_dropouts = (
-            build_group_variational_dropouts(model_config, self.embedding_group, [self.group_name])
+            build_group_variational_dropouts(model_config, embedding_group, [self.group_name])
             if model_config is not None
             else None
         )
         #: ``<group>_feature_p_loss`` of the last training forward (MatchModel.loss adds it)
         self.variational_dropout_losses: dict[str, torch.Tensor] = {}
-        width = self.embedding_group.group_total_dim(self.group_name)
+        width = embedding_group.group_total_dim(self.group_name)
         self.mlp = (
             MLP.from_config(width, tower_config.mlp) if tower_config.HasField("mlp") else None
         )
