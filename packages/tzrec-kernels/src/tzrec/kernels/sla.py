@@ -222,70 +222,144 @@ def rowwise_sla_mha(
 _MASKED_SCORE = -1.0e4
 
 
+def _window_layout(h: int, sla_k1: int, k2e: int, block: int, device: torch.device):
+    """Key layout of a row's history as ``nb`` query blocks (one batched matmul per row).
+
+    Block ``j`` holds queries ``[j·block, (j+1)·block)`` and reads the global prefix
+    ``[0, P)`` (``P = min(k2e, h)``) followed by its window ``[j·block - sla_k1 + 1,
+    (j+1)·block)``: ``W = sla_k1 - 1 + block`` keys (0 without a window). Returns
+    ``(nb, P, W, visible)`` with ``visible`` (nb, block, P + W) the SLA rule on that layout
+    (window keys below ``P`` are the prefix's, so hidden there: no pair counts twice).
+    """
+    nb = -(-h // block)
+    p = min(k2e, h)
+    w = sla_k1 - 1 + block if sla_k1 > 0 else 0
+    i = (torch.arange(nb, device=device) * block).view(-1, 1, 1) + torch.arange(
+        block, device=device
+    ).view(1, -1, 1)
+    jp = torch.arange(p, device=device).view(1, 1, -1)
+    prefix = (jp <= i) & (i < h)
+    jw = (torch.arange(nb, device=device) * block - (sla_k1 - 1)).view(-1, 1, 1) + torch.arange(
+        w, device=device
+    ).view(1, 1, -1)
+    window = (jw >= p) & (jw <= i) & ((i - jw) < sla_k1) & (i < h)
+    return nb, p, w, torch.cat([prefix.expand(nb, block, p), window], dim=2)
+
+
+def _gather_keys(t: torch.Tensor, p: int, w: int, nb: int, sla_k1: int, block: int):
+    """(H, nb, P + W, D) keys of every block of one row's history ``t`` (H, h, D)."""
+    heads, h, dim = t.shape
+    prefix = t[:, :p].unsqueeze(1).expand(heads, nb, p, dim)
+    if w == 0:
+        return prefix
+    pad = t.new_zeros(heads, sla_k1 - 1, dim), t, t.new_zeros(heads, nb * block - h, dim)
+    windows = torch.cat(pad, dim=1).unfold(1, w, block).transpose(2, 3)  # (H, nb, W, D)
+    return torch.cat([prefix, windows], dim=2)
+
+
+def _scatter_keys(grad: torch.Tensor, h: int, p: int, w: int, sla_k1: int, block: int):
+    """Adjoint of :func:`_gather_keys`: (H, nb, P + W, D) → (H, h, D), overlaps summed."""
+    heads, nb, _, dim = grad.shape
+    out = grad.new_zeros(heads, sla_k1 - 1 + nb * block if w else h, dim)
+    out[:, :p] += grad[:, :, :p].sum(1)
+    if w:
+        index = (torch.arange(nb, device=grad.device) * block).view(-1, 1) + torch.arange(
+            w, device=grad.device
+        ).view(1, -1)
+        out.index_add_(1, index.reshape(-1), grad[:, :, p:].reshape(heads, nb * w, dim))
+        # window slots shifted by the sla_k1 - 1 zero rows in front
+        out = torch.cat([out[:, :p], out[:, sla_k1 - 1 + p : sla_k1 - 1 + h]], dim=1)
+    return out
+
+
+def _query_blocks(t: torch.Tensor, s0: int, h: int, nb: int) -> torch.Tensor:
+    """Rows ``[s0, s0 + h)`` of (H, total, D) ``t``, zero-padded, as (H, nb, block, D)."""
+    pad = t.new_zeros(t.shape[0], nb * _BLOCK - h, t.shape[2])
+    return torch.cat([t[:, s0 : s0 + h], pad], 1).view(t.shape[0], nb, _BLOCK, -1)
+
+
 class _JaggedSLA(torch.autograd.Function):
-    """Blocked SLA with batched matmuls over heads; saves each block's masked scores."""
+    """SLA per row: the history as one batched matmul over blocks, the targets as another.
+
+    Saves each row's masked scores ((H, nb, block, P + W) and (H, t, h)): memory and work
+    O(n · (K1 + K2 + block) + t · h) per row.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, offsets, targets, divisor, alpha, sla_k1, sla_k2, c):
         qt = q.transpose(0, 1).contiguous()  # (H, total, Dq)
         kt = k.transpose(0, 1).contiguous()
         vt = v.transpose(0, 1).contiguous()
+        heads = qt.shape[0]
         k2e = max(sla_k2, c)
         inv_n = 1.0 / divisor
-        out = torch.zeros((vt.shape[0], vt.shape[1], vt.shape[2]), dtype=v.dtype, device=v.device)
+        out = torch.zeros((heads, vt.shape[1], vt.shape[2]), dtype=v.dtype, device=v.device)
         saved = []
-        for s0, n, h, a, b, p, l0, l1 in sla_blocks(offsets, targets, sla_k1, sla_k2, c, _BLOCK):
-            if p + l1 - l0 == 0:
-                continue
-            qb = qt[:, s0 + a : s0 + b]
-            scores = torch.baddbmm(
-                qb.new_empty(()),
-                qb,
-                _block_keys(kt, s0, p, l0, l1).transpose(1, 2),
-                beta=0,
-                alpha=alpha,
-            )
-            if a < h:  # target blocks see every key of their set
-                visible = _block_mask(n, h, a, b, p, l0, l1, sla_k1, k2e, q.device)
-                scores.masked_fill_(~visible, _MASKED_SCORE)
-            out[:, s0 + a : s0 + b] = torch.baddbmm(
-                scores.new_empty(()),
-                F.silu(scores),
-                _block_keys(vt, s0, p, l0, l1),
-                beta=0,
-                alpha=inv_n,
-            )
-            saved.append((s0, a, b, p, l0, l1, scores))
-        ctx.saved_blocks = saved
+        for row in range(len(offsets) - 1):
+            s0, n = offsets[row], offsets[row + 1] - offsets[row]
+            h = n - min(max(targets[row], 0), n)
+            if h == 0:
+                continue  # targets see no history: output 0
+            hist_scores = None
+            nb, p, w, visible = _window_layout(h, sla_k1, k2e, _BLOCK, q.device)
+            if p + w > 0:
+                qb = _query_blocks(qt, s0, h, nb)
+                keys = _gather_keys(kt[:, s0 : s0 + h], p, w, nb, sla_k1, _BLOCK)
+                hist_scores = torch.matmul(qb, keys.transpose(-1, -2)).mul_(alpha)
+                hist_scores.masked_fill_(~visible, _MASKED_SCORE)
+                values = _gather_keys(vt[:, s0 : s0 + h], p, w, nb, sla_k1, _BLOCK)
+                hist_out = torch.matmul(F.silu(hist_scores), values).mul_(inv_n)
+                out[:, s0 : s0 + h] = hist_out.reshape(heads, nb * _BLOCK, -1)[:, :h]
+            tgt_scores = None
+            if n > h:  # targets see the whole history
+                tgt_scores = torch.baddbmm(
+                    qt.new_empty(()),
+                    qt[:, s0 + h : s0 + n],
+                    kt[:, s0 : s0 + h].transpose(1, 2),
+                    beta=0,
+                    alpha=alpha,
+                )
+                out[:, s0 + h : s0 + n] = torch.baddbmm(
+                    qt.new_empty(()), F.silu(tgt_scores), vt[:, s0 : s0 + h], beta=0, alpha=inv_n
+                )
+            saved.append((s0, n, h, nb, p, w, hist_scores, tgt_scores))
+        ctx.saved_rows = saved
         ctx.save_for_backward(qt, kt, vt)
         ctx.inv_n = inv_n
         ctx.alpha = alpha
+        ctx.sla_k1 = sla_k1
         return out.transpose(0, 1).contiguous()
 
     @staticmethod
     def backward(ctx, grad_out):
         qt, kt, vt = ctx.saved_tensors
         dot = grad_out.transpose(0, 1).contiguous()
-        dq = torch.zeros_like(qt)
-        dk = torch.zeros_like(kt)
-        dv = torch.zeros_like(vt)
-        scale = ctx.alpha * ctx.inv_n
-        for s0, a, b, p, l0, l1, scores in ctx.saved_blocks:
-            qb = qt[:, s0 + a : s0 + b]
-            dob = dot[:, s0 + a : s0 + b]
-            kb = _block_keys(kt, s0, p, l0, l1)
-            vb = _block_keys(vt, s0, p, l0, l1)
-            dvb = torch.bmm(F.silu(scores).transpose(1, 2), dob)
-            dscores = torch.ops.aten.silu_backward(torch.bmm(dob, vb.transpose(1, 2)), scores)
-            dq[:, s0 + a : s0 + b] = torch.baddbmm(
-                dscores.new_empty(()), dscores, kb, beta=0, alpha=scale
-            )
-            dkb = torch.bmm(dscores.transpose(1, 2), qb)
-            for grad, part in ((dv, dvb), (dk, dkb)):
-                scale_part = ctx.inv_n if grad is dv else scale
-                grad[:, s0 : s0 + p].add_(part[:, :p], alpha=scale_part)
-                if l1 > l0:
-                    grad[:, s0 + l0 : s0 + l1].add_(part[:, p:], alpha=scale_part)
+        dq, dk, dv = torch.zeros_like(qt), torch.zeros_like(kt), torch.zeros_like(vt)
+        heads = qt.shape[0]
+        inv_n, scale, k1 = ctx.inv_n, ctx.alpha * ctx.inv_n, ctx.sla_k1
+        for s0, n, h, nb, p, w, hist_scores, tgt_scores in ctx.saved_rows:
+            if hist_scores is not None:
+                qb, dob = _query_blocks(qt, s0, h, nb), _query_blocks(dot, s0, h, nb)
+                keys = _gather_keys(kt[:, s0 : s0 + h], p, w, nb, k1, _BLOCK)
+                values = _gather_keys(vt[:, s0 : s0 + h], p, w, nb, k1, _BLOCK)
+                dvals = torch.matmul(F.silu(hist_scores).transpose(-1, -2), dob)
+                dscores = torch.ops.aten.silu_backward(
+                    torch.matmul(dob, values.transpose(-1, -2)), hist_scores
+                )
+                dqb = torch.matmul(dscores, keys).mul_(scale)
+                dq[:, s0 : s0 + h] += dqb.reshape(heads, nb * _BLOCK, -1)[:, :h]
+                dkeys = torch.matmul(dscores.transpose(-1, -2), qb)
+                dk[:, s0 : s0 + h] += _scatter_keys(dkeys, h, p, w, k1, _BLOCK).mul_(scale)
+                dv[:, s0 : s0 + h] += _scatter_keys(dvals, h, p, w, k1, _BLOCK).mul_(inv_n)
+            if tgt_scores is not None:
+                qb, dob = qt[:, s0 + h : s0 + n], dot[:, s0 + h : s0 + n]
+                kb, vb = kt[:, s0 : s0 + h], vt[:, s0 : s0 + h]
+                dv[:, s0 : s0 + h].baddbmm_(F.silu(tgt_scores).transpose(1, 2), dob, alpha=inv_n)
+                dscores = torch.ops.aten.silu_backward(
+                    torch.bmm(dob, vb.transpose(1, 2)), tgt_scores
+                )
+                dq[:, s0 + h : s0 + n] += torch.bmm(dscores, kb).mul_(scale)
+                dk[:, s0 : s0 + h].baddbmm_(dscores.transpose(1, 2), qb, alpha=scale)
         return (dq.transpose(0, 1), dk.transpose(0, 1), dv.transpose(0, 1)) + (None,) * 7
 
 
