@@ -4,75 +4,67 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+from tzrec.tdm.synthetic import write_tdm_data
+
 CONFIG = Path(__file__).resolve().parent / "configs" / "tdm.config"
-
-NUM_ITEMS = 64
-NUM_CATES = 8
-
-
-def write_tdm_data(out_dir: Path, num_rows: int = 512, num_eval_rows: int = 128, seed: int = 0):
-    """Items in 8 categories of 8; each user clicks mostly (85%) their preferred category.
-
-    A row's target item is from the user's preferred category, so a model that scores a
-    tree node by how well its category matches the history retrieves the target's category
-    (recall@8 near 1 at best, 8/64 for random items). ``items.parquet`` also carries an
-    embedding near its category's centre for ``tdm-cluster-tree``.
-    """
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items = np.arange(NUM_ITEMS)
-    cates = items // (NUM_ITEMS // NUM_CATES)
-    centres = rng.normal(size=(NUM_CATES, 4)) * 3
-    emb = centres[cates] + rng.normal(size=(NUM_ITEMS, 4)) * 0.3
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": items,
-                "cate_id": cates,
-                "price": rng.integers(1, 100, NUM_ITEMS),
-                "item_emb": [list(map(float, e)) for e in emb],
-            }
-        ),
-        out_dir / "items.parquet",
-    )
-    per_cate = NUM_ITEMS // NUM_CATES
-
-    def rows(n: int) -> pa.Table:
-        users = rng.integers(0, 300, n)
-        pref = users % NUM_CATES
-        target = pref * per_cate + rng.integers(0, per_cate, n)
-        seqs = []
-        for p in pref:
-            length = int(rng.integers(3, 11))
-            cat = np.where(rng.random(length) < 0.85, p, rng.integers(0, NUM_CATES, length))
-            seqs.append(cat * per_cate + rng.integers(0, per_cate, length))
-        return pa.table(
-            {
-                "user_id": users,
-                "item_id": target,
-                "cate_id": target // per_cate,
-                "click_seq__item_id": [";".join(map(str, s)) for s in seqs],
-                "click_seq__cate_id": [";".join(str(x // per_cate) for x in s) for s in seqs],
-                "clk": np.ones(n, dtype=np.int64),
-            }
-        )
-
-    paths = {
-        "items": str(out_dir / "items.parquet"),
-        "train": str(out_dir / "tdm_train.parquet"),
-        "eval": str(out_dir / "tdm_eval.parquet"),
-    }
-    pq.write_table(rows(num_rows), paths["train"])
-    pq.write_table(rows(num_eval_rows), paths["eval"])
-    return paths
 
 
 @pytest.fixture(scope="session")
 def config_path() -> Path:
     """``tests/configs/tdm.config``."""
     return CONFIG
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    """Planted data (seed 0) and its category tree built by ``tzrec tdm-init-tree``."""
+    from tzrec.core.cli import main
+
+    root = tmp_path_factory.mktemp("tdm")
+    paths = write_tdm_data(root / "data")
+    tree_dir = root / "tree"
+    rc = main(
+        [
+            "tdm-init-tree",
+            "--item_input_path",
+            paths["items"],
+            "--item_id_field",
+            "item_id",
+            "--cate_id_field",
+            "cate_id",
+            "--attr_fields",
+            "cate_id",
+            "--node_edge_output_file",
+            str(tree_dir),
+            "--tree_output_dir",
+            str(root / "serving"),
+        ]
+    )
+    assert rc == 0
+    paths["tree"] = str(tree_dir)
+    paths["serving"] = str(root / "serving")
+    return paths
+
+
+def _sampler_config(tree_dir: str, layer_num_sample=(0, 1, 2, 3, 4, 5, 6), attrs=("cate_id",)):
+    """A ``TDMSampler`` config over the tables in ``tree_dir``."""
+    from tzrec.protos import sampler_pb2
+
+    cfg = sampler_pb2.TDMSampler(
+        item_input_path=f"{tree_dir}/node_table.txt",
+        edge_input_path=f"{tree_dir}/edge_table.txt",
+        predict_edge_input_path=f"{tree_dir}/predict_edge_table.txt",
+        item_id_field="item_id",
+        attr_delimiter=",",
+    )
+    cfg.attr_fields.extend(attrs)
+    cfg.layer_num_sample.extend(layer_num_sample)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def sampler_config():
+    """``sampler_config(tree_dir, layer_num_sample, attrs)``: a ``TDMSampler`` config."""
+    return _sampler_config
