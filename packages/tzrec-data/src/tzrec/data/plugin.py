@@ -21,8 +21,9 @@ def register_samplers(register: Register) -> None:
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """``tzrec synth-data``: synthetic data with the columns a pipeline config reads."""
+    """``tzrec synth-data`` (data of a config's columns), ``tzrec create-fg-json`` (fg.json)."""
     register("synth-data", "tzrec.data.synth_command:SynthDataCommand")
+    register("create-fg-json", "tzrec.data.fg.fg_json_command:CreateFgJsonCommand")
 
 
 #: Config fields tzrec-data reads and honours (readers, features, samplers). Add a field here
