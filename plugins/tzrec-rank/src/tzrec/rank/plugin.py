@@ -3,7 +3,14 @@
 from tzrec.core.hookspecs import Declare, Register, hookimpl
 
 #: Feature-interaction models (FM, cross, CIN, dot interactions).
-_INTERACTION_MODELS: dict[str, str] = {}
+_INTERACTION_MODELS: dict[str, str] = {
+    "wide_and_deep": "tzrec.rank.wide_and_deep:WideAndDeep",
+    "deepfm": "tzrec.rank.deepfm:DeepFM",
+    "dcn_v1": "tzrec.rank.dcn:DCNV1",
+    "dcn_v2": "tzrec.rank.dcn:DCNV2",
+    "dlrm": "tzrec.rank.dlrm:DLRM",
+    "xdeepfm": "tzrec.rank.xdeepfm:xDeepFM",
+}
 
 #: Gated / layered models (mask blocks, WuKong layers, light-heavy co-training).
 _GATED_MODELS: dict[str, str] = {
@@ -22,7 +29,39 @@ def register_models(register: Register) -> None:
 
 #: Config fields tzrec-rank reads and honours, per model family. Add a field in the commit
 #: that implements it; a set field that no package declares is refused at validation.
-_INTERACTION_FIELDS: tuple[str, ...] = ()
+_INTERACTION_FIELDS: tuple[str, ...] = (
+    "ModelConfig.wide_and_deep",
+    "ModelConfig.deepfm",
+    "ModelConfig.dcn_v1",
+    "ModelConfig.dcn_v2",
+    "ModelConfig.dlrm",
+    "ModelConfig.xdeepfm",
+    # wide_init_fn is refused (no table init functions yet)
+    "WideAndDeep.deep",
+    "WideAndDeep.final",
+    "WideAndDeep.wide_embedding_dim>0",
+    "DeepFM.deep",
+    "DeepFM.final",
+    "DeepFM.wide_embedding_dim>0",
+    "DCNV1.cross",
+    "DCNV1.deep",
+    "DCNV1.final",
+    "Cross.cross_num",
+    "DCNV2.backbone",
+    "DCNV2.cross",
+    "DCNV2.deep",
+    "DCNV2.final",
+    "CrossV2.cross_num",
+    "CrossV2.low_rank>0",
+    "DLRM.dense_mlp",
+    "DLRM.arch_with_sparse",
+    "DLRM.final",
+    "xDeepFM.cin",
+    "xDeepFM.deep",
+    "xDeepFM.final",
+    "xDeepFM.wide_embedding_dim>0",
+    "CIN.cin_layer_size>0",
+)
 _GATED_FIELDS: tuple[str, ...] = (
     "ModelConfig.mask_net",
     "ModelConfig.wukong",

@@ -1,0 +1,43 @@
+"""Feature-group helpers of the interaction models: per-feature widths, field tensors."""
+
+from __future__ import annotations
+
+from tzrec.models.plugin_api import ConfigError, EmbeddingGroup
+from tzrec.protos import model_pb2
+
+
+def group_feature_dims(embedding_group: EmbeddingGroup, group: str) -> list[int]:
+    """Width of each field of a DEEP/WIDE group: its features, then its sequence encoders."""
+    dims = [slot.width for slot in embedding_group.layout.group(group).query]
+    encoders = embedding_group.sequence_encoders.encoders
+    if group in encoders:
+        dims += [int(e.output_dim()) for e in encoders[group]]
+    return dims
+
+
+def uniform_field_dim(embedding_group: EmbeddingGroup, group: str, what: str) -> tuple[int, int]:
+    """``(fields, width)`` of a group whose fields all have one width (FM, CIN, dot products).
+
+    Raises:
+        ConfigError: the group's fields differ in width, or it has none.
+    """
+    dims = group_feature_dims(embedding_group, group)
+    if not dims:
+        raise ConfigError(f"{what}: feature group '{group}' has no features")
+    if len(set(dims)) != 1:
+        raise ConfigError(
+            f"{what}: the features of group '{group}' need one embedding_dim, got "
+            f"{sorted(set(dims))}"
+        )
+    return len(dims), dims[0]
+
+
+def require_group_type(embedding_group: EmbeddingGroup, group: str, kind: int, what: str) -> None:
+    """Refuse a group of another ``group_type`` in one line."""
+    got = embedding_group.group_type(group)
+    if got != kind:
+        raise ConfigError(
+            f"{what}: feature group '{group}' must be group_type "
+            f"{model_pb2.FeatureGroupType.Name(kind)}, got "
+            f"{model_pb2.FeatureGroupType.Name(got)}"
+        )
