@@ -26,11 +26,15 @@ class CreateFgJsonCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Upstream's flags, except the MaxCompute upload ones."""
-        parser.add_argument("--pipeline_config_path", required=True, help="pipeline config")
+        parser.add_argument(
+            "--pipeline_config_path",
+            required=True,
+            help="pipeline config in protobuf text format (.config) or JSON (.json)",
+        )
         parser.add_argument(
             "--edit_config_json",
             default=None,
-            help="JSON object of config overrides, e.g. '{\"feature_configs[0]...\": ...}'",
+            help="JSON object of config overrides, as for tzrec train",
         )
         parser.add_argument(
             "--fg_output_dir",
