@@ -173,7 +173,8 @@ def test_planted_history_gives_recall_well_above_random(trained):
     name, model_dir = trained
     candidates, threshold = E2E[name]
     recall = last_eval(model_dir)["recall@5"]
-    assert recall > threshold > 2 * 5 / candidates, (name, recall)
+    assert threshold >= 1.9 * 5 / candidates  # well above random ranking
+    assert recall > threshold, (name, recall)
 
 
 def test_export_matches_eager_and_predict_and_retrieval_run(
@@ -226,16 +227,17 @@ def test_export_matches_eager_and_predict_and_retrieval_run(
     args = ["hitrate", "--user_gt_input", str(pred_user), "--item_embedding_input"]
     args += [str(pred_item), "--total_hitrate_output", str(total), "--index_type", "FlatIP"]
     args += ["--item_id_field", "item_id", "--request_id_field", "user_id"]
-    args += ["--gt_items_field", "item_id", "--top_k", "20"]
-    assert main([*args, "--num_interests", str(interests)]) == 0
+    args += ["--gt_items_field", "item_id", "--top_k", "20", "--num_interests", str(interests)]
+    # MIND: the best 20 over all interests (invalid interests are zero vectors, skipped)
+    assert main([*args, *(["--topk_across_interests"] if name == "mind" else [])]) == 0
     hitrate = pq.read_table(total).column("hitrate")[0].as_py()
-    # random: at most 20 * interests of 200 items
-    assert hitrate > 1.5 * 20 * interests / 200, (name, hitrate)
-    # eval-retrieval ranks by the best interest: the same top-20 hit rate or better
+    assert hitrate > 2 * 20 / 200, (name, hitrate)  # random: 20 of 200 items
+    # eval-retrieval ranks by the best interest, as --topk_across_interests
     report = tmp_path / "retrieval.json"
     args = ["eval-retrieval", "--export_dir", str(out), "--item_input_path", match_data["items"]]
     args += ["--eval_input_path", match_data["eval"], "--item_id_field", "item_id"]
     args += ["--gt_field", "item_id", "--top_k", "5,20", "--output_path", str(report)]
     assert main(args) == 0
     metrics = json.loads(report.read_text())["metrics"]
-    assert metrics["hitrate@20"] > 1.5 * 20 / 200, (name, metrics)
+    # one ground-truth item per request: the same hit rate as tzrec hitrate's
+    assert metrics["hitrate@20"] == pytest.approx(hitrate), (name, metrics)

@@ -3,7 +3,8 @@
 The input is read by the dataset the exported ``pipeline.config`` names (predict mode: no
 labels, no sampler), so it parses exactly as in training. Every output row holds the
 ``reserved_columns`` of its input row, then the model outputs (``output_columns``, default
-all): a 1-D output is a float column, a 2-D one (an embedding) a ``list<float>`` column.
+all): a 1-D output is a float column, a 2-D one (an embedding) a ``list<float>`` column,
+a 3-D one (a multi-interest user tower) a list of ``list<float>`` per row.
 Models that predict one row per candidate (DlrmHSTU) write each input row's candidates as
 one list. Rows the reader skips (malformed, with ``TZREC_DATA_BAD_ROWS=skip``) are counted
 and reported; every other row comes out, in input order per reader worker. Output rows
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 def output_array(value: torch.Tensor, row_lengths: torch.Tensor | None = None) -> pa.Array:
     """An arrow column for one output: float for (B,), fixed-size list<float> for (B, D).
 
+    A (B, K, D) output (a multi-interest user tower, MIND) is a list of K lists of D floats
+    per row, as upstream writes it (``tzrec hitrate --num_interests K`` reads it).
     With ``row_lengths`` (models predicting one row per candidate), the rows of each input
     row are gathered into one list: ``list<float>`` / ``list<fixed_size_list<float>>``.
     """
@@ -39,8 +42,9 @@ def output_array(value: torch.Tensor, row_lengths: torch.Tensor | None = None) -
     if arr.ndim == 1:
         out = pa.array(arr)
     else:
-        flat = pa.array(np.ascontiguousarray(arr.reshape(-1)))
-        out = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(arr.shape[1:])))
+        out = pa.array(np.ascontiguousarray(arr.reshape(-1)))
+        for width in reversed(arr.shape[1:]):  # innermost dim first
+            out = pa.FixedSizeListArray.from_arrays(out, int(width))
     if row_lengths is None:
         return out
     offsets = np.concatenate([[0], np.cumsum(row_lengths.numpy())]).astype(np.int32)

@@ -10,7 +10,10 @@ returns each request's top K items, which are compared with its ground-truth ids
 - Recall@K: mean over requests of |top K ∩ ground truth| / |ground truth|.
 
 Requests without ground truth are skipped and counted. Embeddings of COSINE models are
-unit-length, so inner product ranks as cosine similarity.
+unit-length, so inner product ranks as cosine similarity. A multi-interest user tower
+(MIND: ``(B, K, D)``) ranks each item by its best interest: every interest is searched, the
+candidates merged by score, duplicates and all-zero (invalid) interests dropped, the best K
+kept (``tzrec hitrate --topk_across_interests``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,21 @@ def build_index(items: np.ndarray, index_type: str, nlist: int = 0, nprobe: int 
     return index
 
 
+def _search_interests(index: Any, ids: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
+    """``(n, k)`` ids: each request's best ``k`` over its non-zero interests (module doc)."""
+    from tzrec.export.hitrate import merge_interests
+
+    n, interests, dim = users.shape
+    flat = np.ascontiguousarray(users.reshape(n * interests, dim))
+    dists, pos = index.search(flat, k)
+    found = np.where(pos >= 0, ids.astype(str)[np.clip(pos, 0, None)], "")
+    _, merged = merge_interests(flat, dists, found, k, interests, inner_product=True)
+    out = np.full((n, k), -1, dtype=np.int64)
+    for r, (row,) in enumerate(merged):
+        out[r, : len(row)] = [int(i) for i in row]
+    return out
+
+
 def retrieval_metrics(
     retrieved: np.ndarray, truths: list[list[int]], ks: list[int]
 ) -> dict[str, float]:
@@ -141,8 +159,12 @@ def evaluate_retrieval(
         raise DataError(f"{eval_input_path}: column '{gt_field}' holds no ground-truth ids")
     index = build_index(items, index_type, nlist, nprobe)
     k_max = min(max(ks), len(ids))
-    _, pos = index.search(users[keep], k_max)
-    retrieved = np.where(pos >= 0, ids[np.clip(pos, 0, None)], -1)
+    queries = users[keep]
+    if queries.ndim == 3:  # one row per interest, merged per request by best score
+        retrieved = _search_interests(index, ids, queries, k_max)
+    else:
+        _, pos = index.search(queries, k_max)
+        retrieved = np.where(pos >= 0, ids[np.clip(pos, 0, None)], -1)
     metrics = retrieval_metrics(retrieved, [truths[i] for i in keep], ks)
     result = {
         "users": len(keep),
