@@ -21,6 +21,7 @@ CORPUS = REPO_ROOT / "tests" / "corpus"
 CASES = {
     "dssm_taobao_deep_seq": (["user", "item"], {}),
     "multi_tower_din_mixed_dims": (["."], {}),
+    "multi_tower_din_zch": (["."], {}),
     "hstu_match_kuairand": (["user", "item"], {}),
     "dlrm_hstu_kuairand": (["."], {}),
     "dlrm_hstu_kuairand_rtp": (["."], {"USE_RTP": "1"}),

@@ -65,8 +65,10 @@ def test_zch_tables_are_torchrec_mch_modules_with_the_configured_policy(tmp_path
     )
     if policy.startswith("lru"):
         assert user._eviction_policy._decay_exponent == 2
-    assert eg.impls["__BASE__"].mc_ebc is not None
-    assert sorted(eg.impls["__BASE__"].mc_ec) == ["dim6"]
+    # every zch table is a managed-collision EmbeddingCollection (pooled ones pooled by the
+    # group): torchrec shards those on CPU, its managed-collision bag collection it does not
+    assert eg.impls["__BASE__"].mc_ebc is None
+    assert sorted(eg.impls["__BASE__"].mc_ec) == ["dim4", "dim6"]
 
 
 def test_trained_ids_get_their_own_rows_and_serving_remaps_them_identically(tmp_path):
@@ -115,3 +117,16 @@ def test_unsupported_zch_settings_are_one_line(tmp_path, zch, message):
     config, ds = dataset(tmp_path, zch)
     with pytest.raises(ConfigError, match=f"feature 'user_id': {message}"):
         GroupLayout(ds.features, config.model_config.feature_groups)
+
+
+def test_zch_under_several_processes_is_refused_in_one_line(tmp_path):
+    from tzrec.core.engine.engine import _refuse_distributed_zch
+
+    config, ds = dataset(tmp_path)
+    eg = EmbeddingGroup(ds.features, config.model_config.feature_groups)
+    _refuse_distributed_zch(EmbeddingGroup(ds.features, []), 2)  # no zch table: fine
+    with pytest.raises(ConfigError) as err:
+        _refuse_distributed_zch(eg, 2)
+    msg = str(err.value)
+    assert "tables click_seq__item_id_emb, user_id_emb train in one process only" in msg
+    assert "this run has 2" in msg and "\n" not in msg

@@ -505,7 +505,16 @@ class GroupLayout:
             )
         else:
             table.num_embeddings = max(table.num_embeddings, f.num_embeddings)
-        table.sequence = table.sequence or in_sequence
+        # zch tables are always looked up per item (a managed-collision EmbeddingCollection)
+        # and pooled by the group: torchrec's managed-collision EmbeddingBagCollection has no
+        # sharding on CPU (its MCH sharder is row-wise only, pooled row-wise is GPU-only)
+        table.sequence = table.sequence or in_sequence or table.zch is not None
+        if table.zch is not None and f.is_weighted:
+            raise ConfigError(
+                f"feature '{f.name}': zch tables cannot be read by weighted features "
+                "(weights are not applied to managed-collision lookups); remove zch or the "
+                "weights"
+            )
         if f not in table.features:
             table.features.append(f)
         return Slot(f, name, lookup_key(f.name, name), dim)

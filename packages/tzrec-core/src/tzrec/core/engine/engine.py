@@ -53,6 +53,31 @@ class TrainWrapper(nn.Module):
         )
 
 
+def _refuse_distributed_zch(module: nn.Module, world: int) -> None:
+    """zch tables train in one process: refuse them, in one line, under ``world`` > 1.
+
+    torchrec shards a managed-collision table row-wise, one remapping state per rank
+    (each rank's sorted raw ids of its rows); export and resume read one state per table,
+    so a multi-process zch checkpoint would serve wrong rows.
+    """
+    from torchrec.modules.mc_embedding_modules import (
+        BaseManagedCollisionEmbeddingCollection,
+    )
+
+    tables = sorted(
+        name
+        for sub in module.modules()
+        if isinstance(sub, BaseManagedCollisionEmbeddingCollection)
+        for name in sub._managed_collision_collection._managed_collision_modules
+    )
+    if tables:
+        raise ConfigError(
+            f"zch (zero-collision hashing) tables {', '.join(tables)} train in one "
+            f"process only; this run has {world}: run without torchrun or remove zch "
+            "from their features"
+        )
+
+
 def sharding_plan(module: nn.Module, device: torch.device) -> Any:
     """A plan that never shards a table data-parallel.
 
@@ -79,6 +104,8 @@ def sharding_plan(module: nn.Module, device: torch.device) -> Any:
         ShardingType.COLUMN_WISE.value,
     ]
     world = dist.get_world_size()
+    if world > 1:
+        _refuse_distributed_zch(module, world)
     planner = EmbeddingShardingPlanner(
         topology=Topology(
             world_size=world,
