@@ -54,7 +54,7 @@ class TrainWrapper(nn.Module):
 
 
 def _refuse_distributed_zch(module: nn.Module, world: int) -> None:
-    """zch tables train in one process: refuse them, in one line, under ``world`` > 1.
+    """Refuse zch tables, in one line, under ``world`` > 1: they train in one process.
 
     torchrec shards a managed-collision table row-wise, one remapping state per rank
     (each rank's sorted raw ids of its rows); export and resume read one state per table,
