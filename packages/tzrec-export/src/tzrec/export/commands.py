@@ -114,7 +114,7 @@ class PredictCommand(Command):
         parser.add_argument(
             "--tower",
             default=None,
-            help="with a checkpoint of a match model: user_tower or item_tower",
+            help="with a checkpoint of a match model: user or item (user_tower / item_tower)",
         )
         parser.add_argument("--predict_input_path", required=True, help="parquet/csv input")
         parser.add_argument(
@@ -226,7 +226,9 @@ class EvalRetrievalCommand(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Where the towers and tables are, the ground truth and the index."""
         parser.add_argument(
-            "--export_dir", required=True, help="a match model export (user_tower/, item_tower/)"
+            "--export_dir",
+            required=True,
+            help="a match model export (user/, item/; the former user_tower/, item_tower/ too)",
         )
         parser.add_argument(
             "--item_input_path", required=True, help="one row per item (parquet/csv)"
