@@ -369,8 +369,8 @@ def _suggest(name: str, known: Mapping[str, str]) -> str:
 def _apply_fg_compat(config: pipeline_pb2.EasyRecConfig, source: str) -> None:
     """Map upstream feature-generation settings onto tzrec's column-reading mode.
 
-    tzrec reads features straight from input columns (FG_NONE). Configs written for a
-    feature-generation service still run: the fg options are ignored with a warning.
+    FG_NONE reads fg-encoded columns; FG_DAG / FG_NORMAL are computed by tzrec-data from raw
+    inputs (warned once: no pyfg is involved).
     """
     dc = config.data_config
     if not config.HasField("data_config"):
@@ -383,8 +383,9 @@ def _apply_fg_compat(config: pipeline_pb2.EasyRecConfig, source: str) -> None:
             dc.fg_mode = data_pb2.FG_DAG if dc.fg_threads > 0 else data_pb2.FG_NORMAL
     if dc.fg_mode != data_pb2.FG_NONE:
         logger.warning(
-            "%s: data_config.fg_mode %s needs a feature-generation service, which tzrec "
-            "does not run; reading input columns directly as FG_NONE",
+            "%s: data_config.fg_mode %s: tzrec-data generates the features from raw input "
+            "columns with pyfg's semantics but without pyfg (docs/data.md lists what is "
+            "checked against pyfg); FG_NONE reads fg-encoded columns instead",
             source,
             data_pb2.FgMode.Name(dc.fg_mode),
         )

@@ -29,6 +29,7 @@ from tzrec.core.errors import ConfigError
 from tzrec.data.features.base import SEQ_SEP, BaseFeature
 from tzrec.data.features.id_feature import IdFeature
 from tzrec.data.features.raw_feature import RawFeature
+from tzrec.data.fg import synth_inputs as fg_synth
 
 #: Unix seconds of the synthetic "now" (2023-11-14); request times fall in the 30 days after.
 BASE_TIME = 1_700_000_000
@@ -277,9 +278,14 @@ class _Synth:
     def _sequence_groups(self) -> dict[str, list[tuple[str, BaseFeature]]]:
         """Sequence columns by the group whose rows share lengths (a sequence_name or a column)."""
         groups: dict[str, list[tuple[str, BaseFeature]]] = {}
+        # plain sequences of one feature group align item by item (as upstream's mock data)
+        shared: dict[str, str] = {}
+        for g in self.config.model_config.feature_groups:
+            for name in g.feature_names:
+                shared.setdefault(name, f"group:{g.group_name}")
         for col, f in self.columns.items():
             if f.is_sequence:
-                key = f.sequence_name if f.is_grouped_sequence else col
+                key = f.sequence_name if f.is_grouped_sequence else shared.get(f.name, col)
                 groups.setdefault(key, []).append((col, f))
         return groups
 
@@ -301,7 +307,12 @@ class _Synth:
                 continue
             if col in attr_cols and item_key in out and not self.columns[item_key].is_sequence:
                 continue  # filled from the item key below
+            if getattr(f, "fg_active", False):
+                continue  # raw FG inputs: made below, from the columns made here
             out[col] = self._single(f, col, cluster, req, gen)
+        for f in self.features:
+            if getattr(f, "fg_active", False):
+                fg_synth.fill(f, out, cluster, gen.rng)
         if item_key is not None and not self.columns[item_key].is_sequence:
             key = self._ints_of(item_key, out[item_key])
             for col in attr_cols:
@@ -350,7 +361,7 @@ class _Synth:
                     lengths,
                     f.sequence_delim or ";",
                     self.opts.sequence_format,
-                    self.multival_sep,
+                    f.multival_sep,  # fg_encoded_multival_sep, or the FG separator
                 )
             self._seq_item_cluster[key_name] = item_cluster
         # labels and weights
@@ -398,6 +409,8 @@ class _Synth:
     def _keyed_cells(self, f: BaseFeature, col: str, key: np.ndarray, gen: _Gen) -> pa.Array:
         """Item attribute cells derived from item ids (the same function as the item table)."""
         salt = zlib.crc32(col.encode()) % 9973
+        if getattr(f, "fg_active", False):
+            return fg_synth.keyed_text(key, salt)  # a raw FG input (a text): words of the key
         if isinstance(f, IdFeature):
             return gen.id_values(f, gen.keyed(gen.id_range(f), key, salt))
         vals = self._keyed_raw(f, key, salt)

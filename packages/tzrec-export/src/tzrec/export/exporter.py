@@ -33,6 +33,7 @@ import torch
 from tzrec.core.config import save_message, which_oneof
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data import BaseFeature
+from tzrec.data.fg.record import raw_input_record
 from tzrec.export.artifact import (
     AOT_DENSE,
     META_FILE,
@@ -156,7 +157,9 @@ def target_config(
             getattr(seq.features.add(), f.kind).CopyFrom(f.config)
         else:
             fc = feature_pb2.FeatureConfig()
-            getattr(fc, f.kind).CopyFrom(f.config)
+            # an FG feature keeps its own config (combo_feature, ...): predict reruns its FG
+            kind = getattr(f, "fg_kind", f.kind)
+            getattr(fc, kind).CopyFrom(getattr(f, "fg_config", f.config))
             out.feature_configs.append(fc)
     chosen = which_oneof(out.data_config, "sampler")
     if chosen is not None:
@@ -445,6 +448,7 @@ def write_artefact(
         "tower": module.name,
         "inputs": [n for f in module.features for n in feature_tensor_names(f)],
         "features": [f.name for f in module.features],
+        "raw_inputs": raw_input_record(module.features),
         "outputs": sorted(eager),
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),
@@ -555,6 +559,7 @@ def load_checkpoint_for_predict(
         "tower": module.name,
         "inputs": [n for f in module.features for n in feature_tensor_names(f)],
         "features": [f.name for f in module.features],
+        "raw_inputs": raw_input_record(module.features),
         "outputs": outputs,
         "output_row_lengths": module.output_row_lengths,
         "checkpoint": str(checkpoint),

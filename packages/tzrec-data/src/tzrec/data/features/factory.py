@@ -8,8 +8,10 @@ from typing import Any
 from tzrec.core.config import which_oneof
 from tzrec.core.errors import ConfigError
 from tzrec.data.features.base import BaseFeature
+from tzrec.data.features.fg_features import FG_KINDS, create_fg_feature
 from tzrec.data.features.id_feature import IdFeature
 from tzrec.data.features.raw_feature import RawFeature
+from tzrec.data.fg.hashing import check_hash_env
 
 _CLASSES: dict[str, type[BaseFeature]] = {
     "id_feature": IdFeature,
@@ -39,6 +41,8 @@ def create_features(
     if data_config is not None and data_config.HasField("fg_encoded_multival_sep"):
         sep = data_config.fg_encoded_multival_sep
     mode = fg_mode(data_config)
+    if mode in ("FG_DAG", "FG_NORMAL"):
+        check_hash_env()
 
     def sep_of(cfg: Any) -> str:
         # FG_NONE cells are fg-encoded (``fg_encoded_multival_sep``); FG_DAG / FG_NORMAL
@@ -78,11 +82,18 @@ def create_features(
         elif kind in _CLASSES:
             feat = _CLASSES[kind](cfg, kind, multival_sep=sep_of(cfg), fg_mode=mode)
             _add(features, seen, feat, where)
+        elif kind in FG_KINDS:
+            feat = create_fg_feature(kind, cfg, where, multival_sep=sep_of(cfg), fg_mode=mode)
+            _add(features, seen, feat, where)
         else:
             raise ConfigError(
                 f"{where}: {kind} is not supported by tzrec-data "
-                f"(supported: {', '.join(list(_CLASSES) + ['sequence_feature'])})"
+                f"(supported: {', '.join(list(_CLASSES) + list(FG_KINDS) + ['sequence_feature'])})"
             )
+    by_name = {f.name: f for f in features}
+    for feat in features:
+        if hasattr(feat, "link"):
+            feat.link(by_name)  # ``feature:<name>`` inputs of FG features
     negatives = negative_feature_names(features, data_config)
     for feat in features:
         feat.is_neg = feat.name in negatives

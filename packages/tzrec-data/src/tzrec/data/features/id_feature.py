@@ -13,16 +13,22 @@ from tzrec.data.features.base import (
     SequenceSparseData,
     SparseData,
 )
+from tzrec.data.fg.hashing import hash_bucket
 
 _OOV = "<OOV>"
+#: fg modes whose string ids are pyfg's values, bucketed with pyfg's hash (FG_BUCKETIZE:
+#: the input holds pyfg's outputs before bucketizing)
+_PYFG_HASH_MODES = ("FG_DAG", "FG_NORMAL", "FG_BUCKETIZE")
 
 
 class IdFeature(BaseFeature):
     r"""Ids read from an encoded column.
 
     Cells hold integer ids (``"3"``, ``"3\\x035"``, an int column or an arrow list).
-    ``hash_bucket_size``: integer ids are taken modulo the bucket size and any other
-    string is hashed (stable 64-bit hash) into it. ``vocab_list`` / ``vocab_dict``: values
+    ``hash_bucket_size``: in FG_NONE integer ids are taken modulo the bucket size and any
+    other string is hashed (stable 64-bit hash) into it; with feature generation (FG_DAG,
+    FG_NORMAL, FG_BUCKETIZE) every id's text is bucketed as pyfg does
+    (:func:`tzrec.data.fg.hashing.hash_bucket`). ``vocab_list`` / ``vocab_dict``: values
     are looked up as strings; without ``default_bucketize_value`` index 0 is the
     ``default_value`` and index 1 is out-of-vocabulary, as upstream. ``num_buckets``: ids
     must lie in ``[0, num_buckets)``.
@@ -53,11 +59,39 @@ class IdFeature(BaseFeature):
             elif cfg.default_value:
                 vmap[cfg.default_value] = 0
             self._vocab_map = vmap
+        elif cfg.vocab_file:
+            self._read_vocab_file()
         if self.is_weighted and (self._vocab is not None or self._vocab_map is not None):
             raise ConfigError(f"feature {self.name}: weighted ids with a vocab are unsupported")
         self._default = self._compute_default()
 
     _accepted = "int, string, list<int>, list<string> or map<int,float>"
+
+    def _read_vocab_file(self) -> None:
+        """``vocab_file``: a word a line (index = line), or ``word id`` lines, as upstream.
+
+        Nothing is reserved, so ``default_bucketize_value`` (the out-of-vocabulary id) is
+        required.
+        """
+        cfg = self.config
+        if not cfg.HasField("default_bucketize_value"):
+            raise ConfigError(
+                f"feature {self.name}: vocab_file needs default_bucketize_value (the id of "
+                "out-of-vocabulary values)"
+            )
+        try:
+            with open(cfg.vocab_file, encoding="utf-8") as fh:
+                lines = [ln.rstrip("\n").rstrip("\r") for ln in fh if ln.strip()]
+        except OSError as err:
+            raise ConfigError(
+                f"feature {self.name}: vocab_file {cfg.vocab_file!r}: {err.strerror}"
+            ) from None
+        self._oov = int(cfg.default_bucketize_value)
+        pairs = [ln.rsplit(" ", 1) for ln in lines]
+        if pairs and all(len(p) == 2 and p[1].isdigit() for p in pairs):
+            self._vocab_map = {k: int(v) for k, v in pairs}
+        else:
+            self._vocab = lines
 
     def _check_type(self, t: pa.DataType) -> None:
         """Ids also come as ``map<int, float>`` (id -> weight), as upstream reads them."""
@@ -94,9 +128,9 @@ class IdFeature(BaseFeature):
         if cfg.HasField("num_buckets"):
             return int(cfg.num_buckets)
         if self._vocab is not None:
-            return len(self._vocab)
+            return max(len(self._vocab), self._oov + 1 if cfg.vocab_file else 0)
         if self._vocab_map is not None:
-            return max(self._vocab_map.values()) + 1
+            return max(max(self._vocab_map.values()) + 1, self._oov + 1 if cfg.vocab_file else 0)
         raise ConfigError(
             f"feature {self.name}: set hash_bucket_size, num_buckets, vocab_list or vocab_dict"
         )
@@ -113,6 +147,8 @@ class IdFeature(BaseFeature):
         if self.is_sequence:
             return None
         text = self.config.default_value
+        if text == "" and self.fg_mode in _PYFG_HASH_MODES:
+            return None  # feature generation: an empty default leaves empty cells empty
         if self._vocab is not None or self._vocab_map is not None:
             return [int(self._encode(pa.array([text]), np.zeros(1, np.int64))[0][0])]
         if text:
@@ -137,6 +173,9 @@ class IdFeature(BaseFeature):
                 pos = pos.to_numpy(zero_copy_only=False)
                 ids = np.where(pos >= 0, vals[np.maximum(pos, 0)], self._oov)
             return ids.astype(np.int64), None
+        if cfg.HasField("hash_bucket_size") and self.fg_mode in _PYFG_HASH_MODES:
+            # feature generation hashes every id's text as pyfg does (std::hash % size)
+            return hash_bucket(values, int(cfg.hash_bucket_size)), None
         if au.is_stringlike(values.type):
             try:
                 ids = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)

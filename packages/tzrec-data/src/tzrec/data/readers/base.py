@@ -207,7 +207,7 @@ class BaseDataset(IterableDataset):
     def _needed_columns(self) -> list[str]:
         cols: list[str] = []
         for c in (
-            [f.input_name for f in self.features]
+            [c for f in self.features for c in getattr(f, "input_columns", [f.input_name])]
             + self.label_fields
             + self.sample_weight_fields
             + self.reserved_columns
@@ -220,10 +220,11 @@ class BaseDataset(IterableDataset):
     def _check_file_columns(self, path: str, names: list[str]) -> None:
         have = set(names)
         for f in self.features:
-            if f.input_name not in have:
-                raise DataError(
-                    f"{path}: column '{f.input_name}' is missing, wanted by feature '{f.name}'"
-                )
+            for c in getattr(f, "input_columns", [f.input_name]):
+                if c not in have:
+                    raise DataError(
+                        f"{path}: column '{c}' is missing, wanted by feature '{f.name}'"
+                    )
         for c in self.label_fields + self.sample_weight_fields + self.reserved_columns:
             if c not in have:
                 raise DataError(f"{path}: column '{c}' is missing (label/weight/reserved)")
