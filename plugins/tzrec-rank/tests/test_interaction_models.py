@@ -17,6 +17,7 @@ from tzrec.core.support import check_supported_fields
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 INTERACTION_MODELS = ("wide_and_deep", "deepfm", "dcn_v1", "dcn_v2", "dlrm", "xdeepfm")
+AOT_MODELS = ("dlrm",)
 
 #: a logistic regression over the same features: one learned weight per id and raw value
 LR_MODEL = """
@@ -128,8 +129,12 @@ def test_train_eval_export_predict(name, crossed_data, tmp_path, monkeypatch, ca
     evaluated = json.loads((model_dir / "eval_result.txt").read_text().splitlines()[-1])
     assert evaluated["auc"] == pytest.approx(trained["auc"], abs=1e-6)
     out = tmp_path / "export"
-    assert main(["export", "--pipeline_config_path", pipeline, "--export_dir", str(out)]) == 0
+    # DLRM (index buffer, bmm) also through torch.export (all six pass --aot; one is tested)
+    aot = ["--aot"] if name in AOT_MODELS else []
+    export = ["export", "--pipeline_config_path", pipeline, "--export_dir", str(out), *aot]
+    assert main(export) == 0
     meta = json.loads((out / "model_meta.json").read_text())
+    assert meta["format"] == ("aot" if aot else "torchscript")
     assert meta["parity_max_abs_diff"] <= 1e-5 and set(meta["outputs"]) >= {"logits", "probs"}
     pred = tmp_path / "pred.parquet"
     predict = ["predict", "--scripted_model_path", str(out), "--predict_input_path"]
