@@ -282,7 +282,29 @@ def test_missing_and_mistyped_inputs_are_one_line_data_errors():
         p.evaluate({"a": np.ones(2)})
     with pytest.raises(DataError, match="different row counts"):
         p.evaluate({"a": np.ones(2), "b": np.ones(3)})
-    with pytest.raises(DataError, match="column 'b' is string, expected numbers"):
-        p.evaluate({"a": np.ones(1), "b": pa.array(["x"])})
+    with pytest.raises(DataError, match="column 'b' is list<item: bool>, expected numbers"):
+        p.evaluate({"a": np.ones(1), "b": pa.array([[True]])})
+    with pytest.raises(DataError, match="column 'b' is <U1, expected numbers"):
+        p.evaluate({"a": np.ones(1), "b": np.array(["x"])})
     with pytest.raises(DataError, match="pass num_rows"):
         compile_expression("1 + 2").evaluate({})
+
+
+def test_number_strings_and_separated_vectors_from_arrow():
+    p = compile_expression("a + 1")
+    got = p.evaluate({"a": pa.array(["1.5", " 2", "", None, "-3e1"])})
+    np.testing.assert_array_equal(got[[0, 1, 4]], [2.5, 3.0, -29.0])
+    assert np.isnan(got[2]) and np.isnan(got[3])  # empty / null: nan
+    got = p.evaluate({"a": pa.array(["1", "2"]).dictionary_encode()})
+    np.testing.assert_array_equal(got, [2.0, 3.0])
+    vec = pa.array(["1\x1d2\x1d3", "4", None, ""])
+    got = compile_expression("reduce_sum(v) + len(v)").evaluate({"v": vec})
+    np.testing.assert_array_equal(got, [9.0, 5.0, 0.0, 0.0])
+    got = compile_expression("dot(v, v)").evaluate({"v": pa.array(["1,2", "3"])}, separator=",")
+    np.testing.assert_array_equal(got, [5.0, 9.0])
+    lists = pa.array([["1", "2"], ["3"]])
+    np.testing.assert_array_equal(
+        compile_expression("reduce_max(v)").evaluate({"v": lists}), [2.0, 3.0]
+    )
+    with pytest.raises(DataError, match=r"column 'a' holds 'x1', expected numbers$"):
+        p.evaluate({"a": pa.array(["1", "x1"])})

@@ -26,9 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tzrec.core.errors import ConfigError, DataError
+from tzrec.data.arrow_utils import combine, decode, is_stringlike
 
+_NUMBER_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:nan|inf|infinity)$"
+#: upstream's multi-value separator (the proto default of ``ExprFeature.separator``)
+DEFAULT_SEPARATOR = "\x1d"
 #: Earth radius (km) of ``sphere_dist`` and ``haversine``; arguments are degrees.
 EARTH_RADIUS_KM = 6371.0
 
@@ -460,14 +465,14 @@ def _as_ragged(v: _Value | float, num_rows: int) -> RaggedColumn:
     return RaggedColumn(np.arange(num_rows + 1, dtype=np.int64), values)
 
 
-def _column(name: str, col: ExprColumn, errors: _Errors) -> _Value:
+def _column(name: str, col: ExprColumn, errors: _Errors, separator: str) -> _Value:
     """One input as a float64 column (one value a row) or a :class:`RaggedColumn`."""
     if isinstance(col, RaggedColumn):
         return RaggedColumn(
             np.asarray(col.offsets, dtype=np.int64), np.asarray(col.values, dtype=np.float64)
         )
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
-        return _arrow_column(name, col, errors)
+        return _arrow_column(name, col, errors, separator)
     arr = np.asarray(col)
     if arr.ndim == 1:
         return _to_float(name, arr, errors)
@@ -491,16 +496,21 @@ def _to_float(name: str, arr: np.ndarray, errors: _Errors) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def _arrow_column(name: str, col: pa.Array | pa.ChunkedArray, errors: _Errors) -> _Value:
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
+def _arrow_column(
+    name: str, col: pa.Array | pa.ChunkedArray, errors: _Errors, separator: str
+) -> _Value:
+    col = decode(combine(col))
     t = col.type
+    if is_stringlike(t):
+        return _string_column(name, col, errors, separator)
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         if pa.types.is_fixed_size_list(t):
             col = col.cast(pa.list_(t.value_type))
         col = col.fill_null(pa.scalar([], col.type)) if col.null_count else col
         flat = col.flatten()
-        if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
+        if is_stringlike(flat.type):
+            flat = _parse_numbers(name, flat, errors)
+        elif not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
             raise DataError(
                 f"{errors.context} expression {errors.expression!r}: column {name!r} is "
                 f"{t}, expected numbers or lists of numbers"
@@ -515,6 +525,38 @@ def _arrow_column(name: str, col: pa.Array | pa.ChunkedArray, errors: _Errors) -
         f"{errors.context} expression {errors.expression!r}: column {name!r} is {t}, "
         "expected numbers or lists of numbers"
     )
+
+
+def _parse_numbers(name: str, arr: pa.Array, errors: _Errors) -> pa.Array:
+    """Number strings as float64 (empty or null: nan); DataError naming the first bad one."""
+    arr = arr.cast(pa.string()) if not pa.types.is_string(arr.type) else arr
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
+    text = pc.if_else(blank, pa.scalar("nan"), pc.utf8_trim_whitespace(arr))
+    try:
+        return pc.cast(text, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(text, _NUMBER_RE)
+        bad = arr.filter(pc.invert(pc.fill_null(ok, True)))
+        first = bad[0].as_py() if len(bad) else "?"
+        raise DataError(
+            f"{errors.context} expression {errors.expression!r}: column {name!r} holds "
+            f"{first!r}, expected numbers"
+        ) from None
+
+
+def _string_column(name: str, arr: pa.Array, errors: _Errors, separator: str) -> _Value:
+    """A number per row, or ``separator``-joined numbers (a vector) when any row has one."""
+    if separator and pc.any(pc.fill_null(pc.match_substring(arr, separator), False)).as_py():
+        lists = pc.split_pattern(pc.fill_null(arr.cast(pa.string()), ""), separator)
+        flat = lists.flatten()
+        keep = pc.not_equal(pc.utf8_trim_whitespace(flat), "")
+        row = pa.array(np.repeat(np.arange(len(lists)), np.diff(lists.offsets)))
+        kept_rows = np.asarray(row.filter(keep), dtype=np.int64)
+        values = _parse_numbers(name, flat.filter(keep), errors).to_numpy(zero_copy_only=False)
+        offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(kept_rows, minlength=len(arr)), out=offsets[1:])
+        return RaggedColumn(offsets, np.asarray(values, dtype=np.float64))
+    return _parse_numbers(name, arr, errors).to_numpy(zero_copy_only=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +695,7 @@ class ExprProgram:
         columns: Mapping[str, ExprColumn],
         num_rows: int | None,
         rng: np.random.Generator | None,
+        separator: str,
     ) -> _Value:
         env_cols: dict[str, _Value] = {}
         for name in self.variables:
@@ -662,7 +705,7 @@ class ExprProgram:
                     f"{self._errors.context} expression {self.expression!r}: no input for "
                     f"variable {name!r} (inputs: {have})"
                 )
-            env_cols[name] = _column(name, columns[name], self._errors)
+            env_cols[name] = _column(name, columns[name], self._errors, separator)
         sizes = {
             name: (c.num_rows if isinstance(c, RaggedColumn) else len(c))
             for name, c in env_cols.items()
@@ -693,15 +736,17 @@ class ExprProgram:
         *,
         num_rows: int | None = None,
         rng: np.random.Generator | None = None,
+        separator: str = DEFAULT_SEPARATOR,
     ) -> np.ndarray:
         """One float64 value a row; raises DataError if the result is a vector per row.
 
         ``columns`` maps each variable to a 1-d numeric array (a value a row), a 2-d array
-        (a vector a row), a :class:`RaggedColumn`, or an arrow numeric / list array (a null
-        value is ``nan``, a null list empty). ``num_rows`` is needed only when the
-        expression reads no variable; ``rng`` drives ``rnd()``.
+        (a vector a row), a :class:`RaggedColumn`, or an arrow array: numbers, lists of
+        numbers, or number strings (``separator``-joined in any row: a vector per row; a
+        null or empty value is ``nan``, a null list empty). ``num_rows`` is needed only when
+        the expression reads no variable; ``rng`` drives ``rnd()``.
         """
-        out = self._run(columns, num_rows, rng)
+        out = self._run(columns, num_rows, rng, separator)
         if isinstance(out, RaggedColumn):
             raise DataError(
                 f"{self._errors.context} expression {self.expression!r} gives a vector per "
@@ -716,9 +761,10 @@ class ExprProgram:
         *,
         num_rows: int | None = None,
         rng: np.random.Generator | None = None,
+        separator: str = DEFAULT_SEPARATOR,
     ) -> RaggedColumn:
         """The result as a :class:`RaggedColumn` (one value a row unless inputs are vectors)."""
-        out = self._run(columns, num_rows, rng)
+        out = self._run(columns, num_rows, rng, separator)
         if isinstance(out, RaggedColumn):
             return out
         return RaggedColumn(np.arange(len(out) + 1, dtype=np.int64), out)
@@ -739,6 +785,7 @@ def compile_expression(expression: str, *, context: str = "expr_feature") -> Exp
 
 __all__ = [
     "CONSTANT_NAMES",
+    "DEFAULT_SEPARATOR",
     "EARTH_RADIUS_KM",
     "FUNCTION_NAMES",
     "ExprProgram",
