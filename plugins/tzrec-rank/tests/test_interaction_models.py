@@ -185,6 +185,17 @@ def test_wide_group_must_be_wide():
         build_from("xdeepfm", edit)
 
 
+def test_deep_group_must_be_deep():
+    def edit(config):
+        group = config.model_config.feature_groups[2]  # deep
+        group.group_type = 1  # WIDE
+        group.ClearField("feature_names")
+        group.feature_names.extend(["cat_0", "cat_1"])
+
+    with pytest.raises(ConfigError, match="group 'deep' must be group_type DEEP, got WIDE"):
+        build_from("deepfm", edit)
+
+
 def test_missing_deep_group_is_one_line():
     def edit(config):
         del config.model_config.feature_groups[1]

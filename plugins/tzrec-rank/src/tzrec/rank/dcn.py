@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from tzrec.models.plugin_api import MLP, Cross, CrossV2, EmbeddingGroup, RankModel
+from tzrec.protos import model_pb2
+from tzrec.rank.fields import require_group_type
 
 
 class _SingleGroupRank(RankModel):
@@ -17,6 +19,8 @@ class _SingleGroupRank(RankModel):
         groups = list(self.base_model_config.feature_groups)
         self.embedding_group = EmbeddingGroup(self.features, groups)
         self._group_name = self.embedding_group.group_names()[0]
+        flat = (model_pb2.DEEP, model_pb2.WIDE)
+        require_group_type(self.embedding_group, self._group_name, flat, self._model_name)
         return self.embedding_group.group_total_dim(self._group_name)
 
     def predict(self, batch: Any) -> dict[str, torch.Tensor]:

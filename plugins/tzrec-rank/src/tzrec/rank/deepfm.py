@@ -34,8 +34,11 @@ class DeepFM(RankModel):
         groups = list(self.base_model_config.feature_groups)
         self.embedding_group = EmbeddingGroup(self.features, groups, cfg.wide_embedding_dim)
         require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
+        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
         names = self.embedding_group.group_names()
         self._fm_group = "fm" if "fm" in names else "deep"
+        flat = (model_pb2.DEEP, model_pb2.WIDE)
+        require_group_type(self.embedding_group, self._fm_group, flat, self._model_name)
         self._fm_fields, self._fm_dim = uniform_field_dim(
             self.embedding_group, self._fm_group, f"model_config.{self._model_name}"
         )

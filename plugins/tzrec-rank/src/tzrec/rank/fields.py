@@ -32,12 +32,15 @@ def uniform_field_dim(embedding_group: EmbeddingGroup, group: str, what: str) ->
     return len(dims), dims[0]
 
 
-def require_group_type(embedding_group: EmbeddingGroup, group: str, kind: int, what: str) -> None:
-    """Refuse a group of another ``group_type`` in one line."""
+def require_group_type(
+    embedding_group: EmbeddingGroup, group: str, kinds: int | tuple[int, ...], what: str
+) -> None:
+    """Refuse a group whose ``group_type`` is not one of ``kinds``, in one line."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     got = embedding_group.group_type(group)
-    if got != kind:
+    if got not in kinds:
+        names = " or ".join(model_pb2.FeatureGroupType.Name(k) for k in kinds)
         raise ConfigError(
-            f"{what}: feature group '{group}' must be group_type "
-            f"{model_pb2.FeatureGroupType.Name(kind)}, got "
+            f"{what}: feature group '{group}' must be group_type {names}, got "
             f"{model_pb2.FeatureGroupType.Name(got)}"
         )

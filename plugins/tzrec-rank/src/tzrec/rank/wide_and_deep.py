@@ -33,6 +33,7 @@ class WideAndDeep(RankModel):
             self.features, list(self.base_model_config.feature_groups), cfg.wide_embedding_dim
         )
         require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
+        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
         self.deep_mlp = MLP.from_config(self.embedding_group.group_total_dim("deep"), cfg.deep)
         width = self.deep_mlp.output_dim()
         self.final_mlp: MLP | None = None

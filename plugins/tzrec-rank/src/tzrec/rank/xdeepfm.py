@@ -28,6 +28,7 @@ class xDeepFM(RankModel):  # noqa: N801 - upstream's name
         self._wide_dim = int(cfg.wide_embedding_dim)
         self.embedding_group = EmbeddingGroup(self.features, groups, self._wide_dim)
         require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
+        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
         self._fields = self.embedding_group.group_total_dim("wide") // self._wide_dim
         if not cfg.cin.cin_layer_size:
             raise ConfigError(f"model_config.{self._model_name}.cin.cin_layer_size: set a layer")
