@@ -560,18 +560,28 @@ def test_cli_writes_the_fg_json_atomically(cli_config, tmp_path, capsys):
 def test_cli_bad_config_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.config"
     bad.write_text('feature_configs { id_feature { feature_name: "u" expression: "user_id" } }')
-    rc = main(
-        [
-            "create-fg-json",
-            "--pipeline_config_path",
-            str(bad),
-            "--fg_output_dir",
-            str(tmp_path / "x"),
-        ]
-    )
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "fg.json").write_text("old")
+    rc = main(["create-fg-json", "--pipeline_config_path", str(bad), "--fg_output_dir", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err
     assert err.startswith("tzrec: error: feature_configs[0] id_feature 'u' expression: ")
+    assert sorted(p.name for p in out.iterdir()) == ["fg.json"]
+    assert (out / "fg.json").read_text() == "old"  # a failed run leaves the old file
+    rc = main(
+        ["create-fg-json", "--pipeline_config_path", str(bad), "--fg_output_dir", str(out / "new")]
+    )
+    assert rc == 1 and not (out / "new").exists()  # nothing is created for a bad config
+    capsys.readouterr()
+    good = tmp_path / "good.config"
+    good.write_text(bad.read_text().replace('"user_id"', '"user:user_id"'))
+    args = ["create-fg-json", "--pipeline_config_path", str(good), "--fg_output_dir"]
+    assert main([*args, str(out), "--fg_resource_name", "a/b.json"]) == 1
+    assert "--fg_resource_name: 'a/b.json' must be a plain file name" in capsys.readouterr().err
+    assert main([*args, str(out / "fg.json")]) == 1
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert main([*args, str(out)]) == 0 and json.loads((out / "fg.json").read_text())
     with pytest.raises(SystemExit) as usage:  # --fg_output_dir is required
         main(["create-fg-json", "--pipeline_config_path", str(tmp_path / "no.config")])
     assert usage.value.code == 2

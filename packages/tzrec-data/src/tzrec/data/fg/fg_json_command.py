@@ -80,6 +80,7 @@ class CreateFgJsonCommand(Command):
         out_dir = Path(args.fg_output_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--fg_output_dir: {out_dir} exists and is not a directory")
+        create_fg_json(config.feature_configs)  # config errors before anything is written
         if args.check_data:
             from tzrec.core import build
 
