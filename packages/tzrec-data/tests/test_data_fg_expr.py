@@ -236,6 +236,7 @@ def test_vectors_of_different_lengths_are_one_line_data_errors():
         ("!a", "'!' is not an operator"),
         ("a = 1", "'=' is not an operator"),
         ("", "is empty"),
+        ("(" * 5000 + "1" + ")" * 5000, "is nested too deeply"),
     ],
 )
 def test_bad_expressions_are_one_line_config_errors(expression, message):

@@ -779,7 +779,10 @@ def compile_expression(expression: str, *, context: str = "expr_feature") -> Exp
     if not expression.strip():
         raise errors.plain("is empty")
     parser = _Parser(_tokenize(expression, errors), errors)
-    root = parser.parse()
+    try:
+        root = parser.parse()
+    except RecursionError:
+        raise errors.plain("is nested too deeply") from None
     return ExprProgram(expression, root, tuple(parser.variables), context)
 
 
