@@ -26,6 +26,9 @@ def test_models_plugin_registers_losses_and_metrics_lazily_under_config_names():
         "mean_squared_error",
         "accuracy",
         "multiclass_auc",
+        "xauc",
+        "grouped_xauc",
+        "normalized_entropy",
     }
     assert expected <= set(metrics)
     assert expected <= _oneof_names(metric_pb2.MetricConfig, "metric")

@@ -258,3 +258,45 @@ def test_eval_metrics_get_grouping_ids_and_regression_outputs_as_upstream(data_p
     assert got["grouped_auc"] == pytest.approx(np.mean(per_user), abs=1e-5)
     assert got["mean_absolute_error"] == pytest.approx(np.abs(ys - labels).mean(), rel=1e-5)
     assert not np.allclose(ys, scores)  # y is the logit here, not the probability
+
+
+def test_xauc_grouped_xauc_and_normalized_entropy_read_what_upstream_feeds(data_path, tmp_path):
+    """xauc / grouped_xauc read ``y`` (grouped by their column); normalized_entropy ``probs``."""
+    import itertools
+
+    from tzrec.core import build
+
+    metrics = (
+        'metrics { xauc {} } metrics { grouped_xauc { grouping_key: "user_id" } } '
+        "metrics { normalized_entropy {} }"
+    )
+    config = _config(data_path, tmp_path / "m", train_metrics=metrics)
+    features = build.create_features(config)
+    dataset = build.build_dataset(config, features, data_path, "eval")
+    model = build.build_model(config, dataset.features)
+    model.eval()
+    probs, labels, users, ys = [], [], [], []
+    with torch.no_grad():
+        for batch in dataset:
+            predictions = model.predict(batch)
+            model.update_metric(predictions, batch)
+            probs.append(predictions["probs"].reshape(-1).numpy().astype(np.float64))
+            ys.append(predictions["y"].reshape(-1).numpy().astype(np.float64))
+            labels.append(batch.labels["clk"].reshape(-1).numpy().astype(np.float64))
+            users.append(batch.sparse_features["__BASE__"]["user_id"].values().numpy())
+    got = model.compute_metric()
+    probs, labels, users, ys = map(np.concatenate, (probs, labels, users, ys))
+
+    def brute(p, t):
+        pairs = list(itertools.combinations(range(len(p)), 2))
+        return sum((t[i] - t[j]) * (p[i] - p[j]) > 0 for i, j in pairs) / len(pairs)
+
+    groups = [u for u in np.unique(users) if (users == u).sum() > 1]
+    sizes = np.array([(users == u).sum() for u in groups])
+    per_user = np.array([brute(ys[users == u], labels[users == u]) for u in groups])
+    ce = -np.sum(labels * np.log(probs) + (1 - labels) * np.log(1 - probs))
+    r = labels.mean()
+    base = -(labels.sum() * np.log(r) + (len(labels) - labels.sum()) * np.log(1 - r))
+    assert got["xauc"] == pytest.approx(brute(ys, labels), abs=1e-6)
+    assert got["grouped_xauc"] == pytest.approx((per_user * sizes).sum() / sizes.sum(), abs=1e-6)
+    assert got["normalized_entropy"] == pytest.approx(ce / base, rel=1e-4)

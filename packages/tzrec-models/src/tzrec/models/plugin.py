@@ -26,6 +26,9 @@ _METRICS = {
     "mean_squared_error": "tzrec.models.metrics.classification:MeanSquaredError",
     "accuracy": "tzrec.models.metrics.classification:Accuracy",
     "grouped_auc": "tzrec.models.metrics.grouped_auc:GroupedAUC",
+    "xauc": "tzrec.models.metrics.xauc:XAUC",
+    "grouped_xauc": "tzrec.models.metrics.xauc:GroupedXAUC",
+    "normalized_entropy": "tzrec.models.metrics.normalized_entropy:NormalizedEntropy",
 }
 
 
@@ -175,13 +178,24 @@ SUPPORTED_FIELDS = (
     "Accuracy.threshold",
     "Accuracy.top_k>0",
     "GroupedAUC.grouping_key",
-    # training metrics (BaseModel.update_train_metric / compute_train_metric; no xauc)
+    # exact pair counts: upstream's pair-sampling sizes are validated, no sampling needed
+    "MetricConfig.xauc",
+    "MetricConfig.grouped_xauc",
+    "MetricConfig.normalized_entropy",
+    "XAUC.sample_ratio",
+    "XAUC.max_pairs",
+    "XAUC.in_batch",
+    "GroupedXAUC.grouping_key",
+    "GroupedXAUC.max_pairs_per_group",
+    "NormalizedEntropy.eta",
+    # training metrics (BaseModel.update_train_metric / compute_train_metric)
     "ModelConfig.train_metrics",
     "TrainMetricConfig.auc",
     "TrainMetricConfig.recall_at_k",
     "TrainMetricConfig.mean_absolute_error",
     "TrainMetricConfig.mean_squared_error",
     "TrainMetricConfig.accuracy",
+    "TrainMetricConfig.xauc",
     "TrainMetricConfig.decay_rate",
     "TrainMetricConfig.decay_step>0",
 )

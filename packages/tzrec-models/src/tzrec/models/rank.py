@@ -21,9 +21,11 @@ from tzrec.models.modules.variational_dropout import (
 )
 from tzrec.protos import model_pb2, seq_encoder_pb2
 
-#: ``train_metrics`` a rank model computes (upstream's, less ``xauc``).
-_RANK_TRAIN_METRICS = ("auc", "accuracy", "mean_absolute_error", "mean_squared_error")
-_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error")
+#: ``train_metrics`` a rank model computes (upstream's).
+_RANK_TRAIN_METRICS = ("auc", "accuracy", "mean_absolute_error", "mean_squared_error", "xauc")
+_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error", "xauc", "grouped_xauc")
+#: metrics that also get a per-row grouping id (their config's ``grouping_key`` column)
+_GROUPED_METRICS = ("grouped_auc", "grouped_xauc")
 
 
 class RankModel(BaseModel):
@@ -64,14 +66,14 @@ class RankModel(BaseModel):
     def update_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Feed every metric as upstream: ``y`` to regression errors, ``probs`` to the rest.
 
-        Grouped AUC also gets its ``grouping_key`` column, one id per row.
+        Grouped AUC / XAUC also get their ``grouping_key`` column, one id per row.
         """
         label = batch.labels[self._label_name]
         for key, metric in self._metric_modules.items():
             kind, cfg = self._metric_kinds[key]
             pred = predictions["y" if kind in _REGRESSION_METRICS else "probs"]
-            if kind == "grouped_auc":
-                group = self.row_values(batch, cfg.grouping_key, "grouped_auc.grouping_key")
+            if kind in _GROUPED_METRICS:
+                group = self.row_values(batch, cfg.grouping_key, f"{kind}.grouping_key")
                 metric.update(pred, label, group)
             else:
                 metric.update(pred, label)
