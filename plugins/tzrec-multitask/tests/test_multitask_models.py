@@ -175,3 +175,20 @@ def test_mmoe_towers_read_their_gate_mixture():
     pred = model.dense_forward(grouped)
     torch.testing.assert_close(pred["logits_ctr"], model.task_towers[0](mixes[0]).squeeze(1))
     torch.testing.assert_close(pred["logits_cvr"], model.task_towers[1](mixes[1]).squeeze(1))
+
+
+def test_variational_dropout_applies_to_the_group_and_adds_its_loss():
+    config = _config("mmoe_taobao")
+    config.model_config.variational_dropout.regularization_lambda = 0.01
+    model = _build(config)
+    assert list(model.group_variational_dropouts) == ["all"]
+    model.train()
+    pred = model.dense_forward(_grouped(model))
+    labels = {"clk": torch.ones(5), "buy": torch.zeros(5)}
+    losses = model.loss(pred, Batch(labels=labels))
+    assert sorted(losses) == [
+        "all_feature_p_loss",
+        "binary_cross_entropy_ctr",
+        "binary_cross_entropy_cvr",
+    ]
+    assert losses["all_feature_p_loss"] > 0
