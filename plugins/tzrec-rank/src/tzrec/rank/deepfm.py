@@ -7,14 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tzrec.models.plugin_api import (
-    MLP,
-    EmbeddingGroup,
-    FactorizationMachine,
-    RankModel,
-)
+from tzrec.models.plugin_api import MLP, FactorizationMachine, RankModel
 from tzrec.protos import model_pb2
-from tzrec.rank.fields import require_group_type, uniform_field_dim
+from tzrec.rank.fields import require_group_type, uniform_field_dim, wide_deep_embedding_group
 from tzrec.rank.wide_and_deep import wide_logit
 
 
@@ -29,12 +24,7 @@ class DeepFM(RankModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.model_config
-        for name in ("wide", "deep"):
-            self.group(name)  # a one-line error when absent
-        groups = list(self.base_model_config.feature_groups)
-        self.embedding_group = EmbeddingGroup(self.features, groups, cfg.wide_embedding_dim)
-        require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
-        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
+        self.embedding_group = wide_deep_embedding_group(self, cfg.wide_embedding_dim)
         names = self.embedding_group.group_names()
         self._fm_group = "fm" if "fm" in names else "deep"
         flat = (model_pb2.DEEP, model_pb2.WIDE)

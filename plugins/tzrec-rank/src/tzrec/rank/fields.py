@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tzrec.models.plugin_api import ConfigError, EmbeddingGroup
+from tzrec.models.plugin_api import ConfigError, EmbeddingGroup, RankModel
 from tzrec.protos import model_pb2
 
 
@@ -44,3 +44,22 @@ def require_group_type(
             f"{what}: feature group '{group}' must be group_type {names}, got "
             f"{model_pb2.FeatureGroupType.Name(got)}"
         )
+
+
+def wide_deep_embedding_group(model: RankModel, wide_embedding_dim: int) -> EmbeddingGroup:
+    """The embedding group of a model with a ``wide`` (WIDE) and a ``deep`` (DEEP) group.
+
+    Every feature group of the config is embedded (as upstream); WIDE tables are
+    ``wide_embedding_dim`` wide.
+
+    Raises:
+        ConfigError: a group is missing or of the wrong type.
+    """
+    for name in ("wide", "deep"):
+        model.group(name)  # a one-line error naming the groups when absent
+    groups = list(model.base_model_config.feature_groups)
+    embedding_group = EmbeddingGroup(model.features, groups, wide_embedding_dim)
+    what = f"model_config.{model.base_model_config.WhichOneof('model')}"
+    require_group_type(embedding_group, "wide", model_pb2.WIDE, what)
+    require_group_type(embedding_group, "deep", model_pb2.DEEP, what)
+    return embedding_group

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tzrec.models.plugin_api import MLP, EmbeddingGroup, RankModel
-from tzrec.protos import model_pb2
-from tzrec.rank.fields import require_group_type
+from tzrec.models.plugin_api import MLP, RankModel
+from tzrec.rank.fields import wide_deep_embedding_group
 
 
 def wide_logit(wide: torch.Tensor) -> torch.Tensor:
@@ -27,13 +26,7 @@ class WideAndDeep(RankModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.model_config
-        for name in ("wide", "deep"):
-            self.group(name)  # a one-line error when absent
-        self.embedding_group = EmbeddingGroup(
-            self.features, list(self.base_model_config.feature_groups), cfg.wide_embedding_dim
-        )
-        require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
-        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
+        self.embedding_group = wide_deep_embedding_group(self, cfg.wide_embedding_dim)
         self.deep_mlp = MLP.from_config(self.embedding_group.group_total_dim("deep"), cfg.deep)
         width = self.deep_mlp.output_dim()
         self.final_mlp: MLP | None = None

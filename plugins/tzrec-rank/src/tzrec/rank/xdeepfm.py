@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tzrec.models.plugin_api import CIN, MLP, ConfigError, EmbeddingGroup, RankModel
-from tzrec.protos import model_pb2
-from tzrec.rank.fields import require_group_type
+from tzrec.models.plugin_api import CIN, MLP, ConfigError, RankModel
+from tzrec.rank.fields import wide_deep_embedding_group
 
 
 class xDeepFM(RankModel):  # noqa: N801 - upstream's name
@@ -22,13 +21,8 @@ class xDeepFM(RankModel):  # noqa: N801 - upstream's name
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.model_config
-        for name in ("wide", "deep"):
-            self.group(name)  # a one-line error when absent
-        groups = list(self.base_model_config.feature_groups)
         self._wide_dim = int(cfg.wide_embedding_dim)
-        self.embedding_group = EmbeddingGroup(self.features, groups, self._wide_dim)
-        require_group_type(self.embedding_group, "wide", model_pb2.WIDE, self._model_name)
-        require_group_type(self.embedding_group, "deep", model_pb2.DEEP, self._model_name)
+        self.embedding_group = wide_deep_embedding_group(self, self._wide_dim)
         self._fields = self.embedding_group.group_total_dim("wide") // self._wide_dim
         if not cfg.cin.cin_layer_size:
             raise ConfigError(f"model_config.{self._model_name}.cin.cin_layer_size: set a layer")
