@@ -54,7 +54,6 @@ def test_model_learns_shared_signal_exports_with_parity_and_predicts(
 ):
     model_dir = tmp_path / "model"
     final = _train(config, planted_data, model_dir)
-    print(f"{config}: {final} baseline {baseline_auc:.4f}")
     # clicks: random 0.5; the attractive-item signal gives ~0.83
     assert final["auc_ctr"] > 0.75, final
     # purchases (seeds 0/1/2): MMoE 0.77/0.68/0.68, the single-task baseline 0.60/0.50/0.60
