@@ -34,7 +34,7 @@ def test_fm_block_compresses_the_pairwise_dot_products():
         dtype=torch.float64,
     )
     inter = (dots @ fmb.weight).reshape(2, 20)
-    expected = fmb.feature_out_linear(fmb.mlp(fmb.norm(inter))).reshape(2, 2, 3)
+    expected = fmb.feature_out_liner(fmb.mlp(fmb.norm(inter))).reshape(2, 2, 3)
     out = fmb(x)
     assert out.shape == (2, 2, 3)
     torch.testing.assert_close(out, expected)
@@ -46,8 +46,8 @@ def test_fm_block_hand_value_with_identity_parts():
         fmb.weight.copy_(torch.tensor([[1.0], [0.0]]))  # keep the dots with feature 0
         fmb.mlp.mlp[0].perceptron[0].weight.copy_(torch.eye(2))
         fmb.mlp.mlp[0].perceptron[0].bias.zero_()
-        fmb.feature_out_linear.weight.copy_(torch.tensor([[1.0, -1.0]]))
-        fmb.feature_out_linear.bias.zero_()
+        fmb.feature_out_liner.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        fmb.feature_out_liner.bias.zero_()
     x = torch.tensor([[[2.0], [3.0]]])
     # dots with feature 0: [4, 6]; LayerNorm -> [-1, 1]; out = -1 - 1 = -2
     torch.testing.assert_close(fmb(x), torch.tensor([[[-2.0]]]), atol=1e-4, rtol=0)

@@ -11,7 +11,7 @@ CONFIG = "wukong_criteo"
 def test_dense_row_then_sparse_rows_through_the_layers(model_and_batch):
     model, batch = model_and_batch(CONFIG)
     # 5 sparse rows of width 8 + the dense_mlp row -> 6; each layer maps to 4 + 4 rows
-    assert [type(m.residual_projection).__name__ for m in model.wukong_layers] == [
+    assert [type(m.residual_projection).__name__ for m in model._wukong_layers] == [
         "LinearCompressBlock",
         "Identity",
     ]
@@ -23,7 +23,7 @@ def test_dense_row_then_sparse_rows_through_the_layers(model_and_batch):
             [model.dense_mlp(grouped["dense"]).unsqueeze(1), grouped["sparse"].reshape(-1, 5, 8)],
             dim=1,
         )
-        for layer in model.wukong_layers:
+        for layer in model._wukong_layers:
             x = layer(x)
         logits = model.output_mlp(model.final_mlp(x.flatten(1))).squeeze(-1)
         out = model.predict(batch)
@@ -37,7 +37,7 @@ def test_one_group_needs_no_dense_mlp(model_and_batch):
 
     model, batch = model_and_batch(CONFIG, edit)
     assert model.dense_mlp is None
-    assert model.wukong_layers[0].lcb.weight.shape == (5, 4)
+    assert model._wukong_layers[0].lcb.weight.shape == (5, 4)
     assert model.predict(batch)["logits"].shape == (128,)
 
 

@@ -66,10 +66,11 @@ class WuKong(RankModel):
                     f"{self.dense_mlp.output_dim()} must equal the sparse feature width {self._dim}"
                 )
             feature_num += 1
-        self.wukong_layers = nn.ModuleList()
+        # upstream's attribute name, so checkpoints' keys match
+        self._wukong_layers = nn.ModuleList()
         for layer_cfg in cfg.wukong_layers:
             layer = WuKongLayer.from_config(self._dim, feature_num, layer_cfg)
-            self.wukong_layers.append(layer)
+            self._wukong_layers.append(layer)
             feature_num = layer.output_feature_num()
         self.final_mlp = MLP.from_config(feature_num * self._dim, cfg.final)
         self.output_mlp = nn.Linear(self.final_mlp.output_dim(), self._num_class)
@@ -91,6 +92,6 @@ class WuKong(RankModel):
         x = grouped[self._sparse_group].reshape(-1, self._num_sparse, self._dim)
         if self.dense_mlp is not None:
             x = torch.cat([self.dense_mlp(grouped[self._dense_group]).unsqueeze(1), x], dim=1)
-        for layer in self.wukong_layers:
+        for layer in self._wukong_layers:
             x = layer(x)
         return self.output(self.output_mlp(self.final_mlp(x.flatten(1))))

@@ -68,13 +68,14 @@ class FactorizationMachineBlock(nn.Module):
         nn.init.kaiming_uniform_(self.weight)
         self.norm = nn.LayerNorm(width)
         self.mlp = MLP.from_config(width, feature_num_mlp)
-        self.feature_out_linear = nn.Linear(self.mlp.output_dim(), feature_num_out * input_dim)
+        # upstream's parameter name (sic), so checkpoints' keys match
+        self.feature_out_liner = nn.Linear(self.mlp.output_dim(), feature_num_out * input_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, F_out, D)``."""
         compressed = torch.einsum("bfd,fk->bdk", x, self.weight)  # X^T W
         inter = torch.bmm(x, compressed).flatten(1)  # X X^T W, (B, F * k)
-        out = self.feature_out_linear(self.mlp(self.norm(inter)))
+        out = self.feature_out_liner(self.mlp(self.norm(inter)))
         return out.reshape(-1, self._feature_num_out, self._input_dim)
 
 
