@@ -189,3 +189,18 @@ def test_bayes_towers_default_their_label_to_label_fields_by_position():
     cfg = model_pb2.ModelConfig(dbmtl=multi_task_rank_pb2.DBMTL(task_towers=towers))
     model = _FixedOutputs(cfg, [], ["label1", "label2"])
     assert [t.label_name for t in model.tasks] == ["label1", "label2"]
+
+
+def test_train_metrics_and_grouped_auc_are_per_task():
+    cfg = _config()
+    tower = cfg.simple_multi_task.task_towers[0]
+    tower.train_metrics.add(auc=metric_pb2.AUC(), decay_step=1, decay_rate=0.0)
+    tower.metrics.add(grouped_auc=metric_pb2.GroupedAUC(grouping_key="label2"))
+    model = _FixedOutputs(cfg, [], ["label1", "label2"])
+    batch = _batch()
+    pred = model.predict(batch)
+    model.update_train_metric(pred, batch)
+    assert {k: float(v) for k, v in model.compute_train_metric().items()} == {"auc_t1": 1.0}
+    model.update_metric(pred, batch)
+    # label2 puts each row in its own group: no group has both classes
+    assert set(model.compute_metric()) == {"auc_t1", "grouped_auc_t1", "auc_t2"}
