@@ -1,5 +1,6 @@
 """UltraHSTU: DlrmHSTU equivalence, channels, SLA and truncation in the model, recomputation."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,57 @@ def test_recompute_keeps_gradients_and_saves_less():
         torch.testing.assert_close(a, b)
     # measured: 4 LN/uvqk/y activations per layer dropped → about a third less saved
     assert results[True][2] < 0.8 * results[False][2], (results[True][2], results[False][2])
+
+
+@pytest.fixture(scope="module")
+def trained(rank_data, tmp_path_factory):
+    """`tzrec train` of a config shaped as upstream's ultra_hstu_cutlass_kuairand_1k."""
+    from google.protobuf import text_format
+
+    from tzrec.core.cli import main
+
+    root = tmp_path_factory.mktemp("ultra_e2e")
+    # two channels, SLA (K1 3, K2 1), truncation after layer 1 keeping 3 history tokens
+    config = ultra_config(("uih_click", "uih_view"), sla=(3, 1), truncation=(1, 3))
+    config.model_config.kernel = model_pb2.PYTORCH
+    path = root / "ultra_hstu.config"
+    path.write_text(text_format.MessageToString(config))
+    edits = {
+        "train_input_path": rank_data["train"],
+        "eval_input_path": rank_data["eval"],
+        "model_dir": str(root / "model"),
+        "data_config.batch_size": 16,
+        "data_config.num_workers": 0,
+    }
+    args = ["train", "--pipeline_config_path", str(path), "--edit_config_json"]
+    assert main([*args, json.dumps(edits)]) == 0
+    return root / "model", main
+
+
+def test_ultra_hstu_trains_evaluates_and_exports_with_parity(trained, tmp_path, monkeypatch):
+    from tzrec.core.build import build_dataset
+    from tzrec.data.testing import assert_outputs_close
+    from tzrec.export.artifact import load_exported
+    from tzrec.export.exporter import load_trained_model, resolve_checkpoint
+    from tzrec.models.inference import inputs_from_batch
+
+    monkeypatch.setenv("QUANT_EMB", "0")  # FP32 tables: exact parity with the eager model
+    model_dir, main = trained
+    result = json.loads((model_dir / "train_eval_result.txt").read_text().splitlines()[-1])
+    assert {"auc_is_click", "grouped_auc_is_like", "mean_absolute_error_watchtime"} <= set(result)
+    assert 0.0 <= result["auc_is_click"] <= 1.0
+    config_path = str(model_dir / "pipeline.config")
+    assert main(["eval", "--pipeline_config_path", config_path]) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--pipeline_config_path", config_path, "--export_dir", str(out)]) == 0
+    meta = json.loads((out / "model_meta.json").read_text())
+    assert meta["format"] == "torchscript" and meta["parity_max_abs_diff"] <= 1e-5
+    config = load_pipeline_config(config_path)
+    model, features = load_trained_model(config, resolve_checkpoint(config, None))
+    model.set_is_inference(True)
+    artefact = load_exported(out)
+    ds = build_dataset(config, features, config.eval_input_path, "eval")
+    batch = next(iter(ds.make_dataloader()))
+    with torch.no_grad():
+        eager = model.predict(batch)
+    assert_outputs_close(eager, artefact(inputs_from_batch(batch, features)))
