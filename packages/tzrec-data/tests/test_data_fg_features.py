@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from google.protobuf import text_format
 
@@ -340,3 +341,27 @@ def test_raw_input_record_lists_columns_and_transforms():
     assert np.array_equal(
         feats[0].parse({"uid": pa.array(["abc"])}).values, [hash_bucket(pa.array(["abc"]), 10)[0]]
     )
+
+
+def test_reader_reads_every_input_column_and_names_a_missing_one(tmp_path):
+    from tzrec.data.readers.parquet import ParquetDataset
+
+    dc = data_pb2.DataConfig(
+        batch_size=4, fg_mode=data_pb2.FG_DAG, dataset_type=data_pb2.ParquetDataset, num_workers=1
+    )
+    dc.label_fields.append("clk")
+    cfg = text_format.Parse(
+        'combo_feature { feature_name: "c" expression: ["user:u", "item:i"] '
+        "hash_bucket_size: 100 embedding_dim: 4 }",
+        feature_pb2.FeatureConfig(),
+    )
+    feats = create_features([cfg], dc)
+    path = tmp_path / "raw.parquet"
+    pq.write_table(pa.table({"u": ["ua", "ub"], "i": ["ia", "ib"], "clk": [0, 1]}), path)
+    ds = ParquetDataset(dc, feats, str(path), mode="eval")
+    batch = next(iter(ds.make_dataloader()))
+    kjt = batch.sparse_features["__BASE__"]
+    assert kjt["c"].values().tolist() == hash_bucket(pa.array(["ua_ia", "ub_ib"]), 100).tolist()
+    pq.write_table(pa.table({"u": ["ua"], "clk": [0]}), path)
+    with pytest.raises(DataError, match=r"raw.parquet: feature 'c': expression 'item:i' reads"):
+        ParquetDataset(dc, create_features([cfg], dc), str(path), mode="eval")

@@ -161,6 +161,16 @@ def target_config(
             kind = getattr(f, "fg_kind", f.kind)
             getattr(fc, kind).CopyFrom(getattr(f, "fg_config", f.config))
             out.feature_configs.append(fc)
+    # features an FG feature reads as input (``feature:<name>``) come along, unused or not
+    kept = {f.name for f in module.features}
+    for f in module.features:
+        for ref in getattr(f, "fg_references", []):
+            if ref.name not in kept and not ref.is_grouped_sequence:
+                kept.add(ref.name)
+                fc = out.feature_configs.add()
+                getattr(fc, getattr(ref, "fg_kind", ref.kind)).CopyFrom(
+                    getattr(ref, "fg_config", ref.config)
+                )
     chosen = which_oneof(out.data_config, "sampler")
     if chosen is not None:
         out.data_config.ClearField(chosen[0])

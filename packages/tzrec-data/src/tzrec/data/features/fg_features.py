@@ -185,6 +185,11 @@ class _FgMixin:
                     )
                 self._refs[name] = ref
 
+    @property
+    def fg_references(self) -> list[BaseFeature]:
+        """Features whose output this one reads (``feature:<name>`` inputs)."""
+        return list(self._refs.values())
+
     # ---- columns --------------------------------------------------------------------
     @property
     def input_columns(self) -> list[str]:

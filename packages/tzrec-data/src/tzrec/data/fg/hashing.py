@@ -37,6 +37,11 @@ def check_hash_env() -> None:
         )
 
 
+def _rows_where(mask: np.ndarray) -> slice | np.ndarray:
+    """Indices where ``mask`` holds; a plain slice when it holds everywhere (no gather)."""
+    return slice(None) if mask.all() else np.nonzero(mask)[0]
+
+
 def _murmur64a(data: np.ndarray, off: np.ndarray) -> np.ndarray:
     """MurmurHash64A (seed 0xc70f6907) of the byte strings ``data[off[i]:off[i+1]]``."""
     n = len(off) - 1
@@ -47,21 +52,19 @@ def _murmur64a(data: np.ndarray, off: np.ndarray) -> np.ndarray:
     words = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
     with np.errstate(over="ignore"):
         h = _SEED ^ (lengths * _M)
-        blocks = (lengths // np.uint64(8)).astype(np.int64)
+        blocks = (lengths >> np.uint64(3)).astype(np.int64)
         for b in range(int(blocks.max(initial=0))):
-            rows = np.nonzero(blocks > b)[0]
+            rows = _rows_where(blocks > b)
             word = words[starts[rows] + 8 * b]
             word *= _M
             word ^= word >> _R
             word *= _M
-            hr = h[rows] ^ word
-            h[rows] = hr * _M
-        tail = (lengths % np.uint64(8)).astype(np.int64)
-        rows = np.nonzero(tail)[0]
-        if len(rows):
-            word = words[starts[rows] + 8 * blocks[rows]]
-            keep = (np.uint64(1) << (tail[rows].astype(np.uint64) * np.uint64(8))) - np.uint64(1)
-            h[rows] = (h[rows] ^ (word & keep)) * _M
+            h[rows] = (h[rows] ^ word) * _M
+        tail = lengths & np.uint64(7)
+        rows = _rows_where(tail != 0)
+        word = words[starts[rows] + 8 * blocks[rows]]
+        keep = (np.uint64(1) << (tail[rows] << np.uint64(3))) - np.uint64(1)
+        h[rows] = (h[rows] ^ (word & keep)) * _M
         h ^= h >> _R
         h *= _M
         h ^= h >> _R

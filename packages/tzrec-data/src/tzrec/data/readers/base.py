@@ -185,7 +185,11 @@ class BaseDataset(IterableDataset):
             return
         cols = set(names)
         for f in self.features:
-            if f.resolve_input(cols) is None:
+            try:
+                resolved = f.resolve_input(cols)
+            except DataError as err:  # an FG feature naming its missing expression column
+                raise DataError(f"{self.files[0]}: {err}") from None
+            if resolved is None:
                 raise DataError(
                     f"{self.files[0]}: column '{f.input_names[0]}' is missing, wanted by "
                     f"feature '{f.name}'"
