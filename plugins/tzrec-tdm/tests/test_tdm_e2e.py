@@ -122,3 +122,18 @@ def test_plugins_lists_tdm(capsys):
     text = json.dumps(info)
     for name in ("tdm", "tdm_sampler", "tdm-init-tree", "tdm-cluster-tree", "tdm-retrieval"):
         assert f'"{name}"' in text, name
+
+
+def test_retrieval_without_the_tree_tables_is_one_line(pipeline, planted, capsys):
+    rc = main(
+        [
+            "tdm-retrieval",
+            "--scripted_model_path",
+            str(pipeline["export"]),
+            "--predict_input_path",
+            planted["eval"],
+        ]
+    )
+    assert rc != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no data_config.tdm_sampler" in err and "--pipeline_config_path" in err

@@ -323,17 +323,14 @@ class TDMSampler(BaseSampler):
     def get(
         self, input_data: dict[str, pa.Array], num_sample: int | None = None, exact: bool = False
     ) -> dict[str, pa.Array]:
-        """Upstream's ``get`` as one dict: the positives' then the negatives' attributes.
+        """Upstream's ``get`` as one dict: each attribute's positives, then its negatives.
 
-        ``pos_rows`` / ``neg_rows`` (per input row) give the split.
+        The positives are ``B x kept middle layers`` rows, the negatives ``B x`` the kept
+        layers' ``layer_num_sample`` rows, both row-major (see :meth:`expand_batch`).
         """
         ids = ids_to_numpy(input_data[self.item_id_field], self.item_id_field)
         pos, neg, _ = self.sample(ids)
-        rows = np.concatenate([pos.reshape(-1), neg.reshape(-1)])
-        out = self._attributes(rows)
-        out["pos_rows"] = pa.array([pos.shape[1]] * len(ids))
-        out["neg_rows"] = pa.array([neg.shape[1]] * len(ids))
-        return out
+        return self._attributes(np.concatenate([pos.reshape(-1), neg.reshape(-1)]))
 
     def _attributes(self, rows: np.ndarray) -> dict[str, pa.Array]:
         attrs = self.tree.nodes.take_attrs(rows)
