@@ -72,6 +72,10 @@ def test_model_learns_shared_signal_exports_with_parity_and_predicts(
     meta = json.loads((out / "model_meta.json").read_text())
     assert set(MODELS[config]) <= set(meta["outputs"])
     assert meta["parity_max_abs_diff"] <= 1e-5
+    if config == "dc2vr_taobao":  # the orthogonal parametrisation through torch.export too
+        assert main([*export, "--export_dir", str(tmp_path / "aot"), "--aot"]) == 0
+        aot = json.loads((tmp_path / "aot" / "model_meta.json").read_text())
+        assert aot["format"] == "aot" and aot["parity_max_abs_diff"] <= 1e-5
 
     pred = tmp_path / "pred.parquet"
     rc = main(
