@@ -14,6 +14,13 @@ The item tower is an MLP over the candidate JAGGED_SEQUENCE group named by
 negatives a candidate-sequence negative sampler joined to it), so the item embeddings are
 (sum_candidates, D) and score against users as (B, 1 + num_neg, D). Similarities are divided
 by ``temperature``; the loss is softmax cross entropy with the positive at column 0.
+
+``all_position_loss`` (tzrec-only, off by default) trains autoregressively as the HSTU paper
+does: every history token t also predicts history item t+1 (causal attention, so token t
+saw items ≤ t), scored against the same shared negatives (or, with ``in_batch_negative``,
+against every query's target in the batch); the last token keeps predicting the candidate
+positives. One forward per row, no row-per-prefix expansion. Eval and serving score the
+last position only (upstream's metric).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from tzrec.data import (
 from tzrec.data.samplers import CAND_POS_LENGTHS, HARD_NEG_INDICES
 from tzrec.hstu.pipeline import HISTORY_ROLES, QUERY_TIME, HSTUEncoder
 from tzrec.hstu.pipeline import role_groups as pipeline_role_groups
-from tzrec.hstu.preprocessors import CONTEXTUAL
+from tzrec.hstu.preprocessors import CONTEXTUAL, UIH
 from tzrec.kernels import Kernel, jagged_last, jagged_positions
 from tzrec.models.embedding import EmbeddingGroup, group_feature_names
 from tzrec.models.layout import query_key, sequence_key, sequence_length_key
@@ -92,9 +99,15 @@ class HSTUMatchUserTower(nn.Module):
 
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user embeddings from the embedding group's outputs."""
+        return self.encode(grouped)[0]
+
+    def encode(
+        self, grouped: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(B, D) last tokens, all (N, D) tokens, their (B + 1,) offsets, contextual length."""
         x, seq = self.encoder(grouped)
         x = self.encoder.postprocessor(x, seq.timestamps)
-        return gather_last(x, seq.offsets, self.empty_history)
+        return gather_last(x, seq.offsets, self.empty_history), x, seq.offsets, seq.contextual_len
 
 
 class HSTUMatchItemTower(nn.Module):
@@ -179,6 +192,11 @@ class HSTUMatchItemTower(nn.Module):
         """Width of the output."""
         return self.mlp.output_dim() if self.mlp is not None else in_dim
 
+    def mlp_only(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) item-tower outputs of already embedded items (e.g. history items)."""
+        x = x.to(torch.float32)
+        return self.mlp(x) if self.mlp is not None else x
+
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(rows, D) item embeddings: all candidates (training) or one item per row."""
         key = query_key(self.input) if self._is_inference else sequence_key(self.input)
@@ -241,6 +259,8 @@ IN_BATCH_MULTI_POSITIVE = (
     "B users make the B×B in-batch path ill-defined); use a negative_sampler / "
     "hard_negative_sampler instead"
 )
+#: predictions key of ``all_position_loss``: the batch row of every similarity row
+QUERY_ROW = "query_row"
 #: score of an absent hard negative (upstream subtracts 1e32: it never ranks, softmax ~ 0)
 MASKED_SIMILARITY = -1.0e32
 
@@ -268,6 +288,39 @@ def candidate_similarity(
         ConfigError: a row count mismatch.
         DataError: a row without positives; in-batch negatives with multi-positive rows.
     """
+    query, positives, simple, hard = split_candidates(
+        user_emb, item_emb, candidate_lengths, pos_lengths, hard_neg_indices
+    )
+    if in_batch_negative:
+        if query.shape[0] != user_emb.shape[0]:
+            raise DataError(IN_BATCH_MULTI_POSITIVE)
+        return query @ positives.T
+    own = (query * positives).sum(dim=-1, keepdim=True)
+    parts = [own, query @ simple.T]
+    if hard_neg_indices is not None and hard.shape[0] > 0:
+        idx = hard_neg_indices.to(query.device, torch.int64)
+        scores = (query.index_select(0, idx[:, 0]) * hard).sum(dim=-1)
+        dense = query.new_full((query.shape[0], int(idx[:, 1].max()) + 1), MASKED_SIMILARITY)
+        parts.append(dense.index_put((idx[:, 0], idx[:, 1]), scores))
+    return torch.cat(parts, dim=1)
+
+
+def split_candidates(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    candidate_lengths: torch.Tensor,
+    pos_lengths: torch.Tensor | None = None,
+    hard_neg_indices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(queries, positives, simple negatives, hard negatives) of the candidate layout.
+
+    The queries are ``user_emb`` repeated once per positive (Q rows, aligned with the
+    positives); see :func:`candidate_similarity` for the layout.
+
+    Raises:
+        ConfigError: a row count mismatch.
+        DataError: a row without positives.
+    """
     batch = user_emb.shape[0]
     if candidate_lengths.numel() != batch:
         raise ConfigError(
@@ -282,21 +335,33 @@ def candidate_similarity(
     is_pos = within < pos_lengths[rows]
     positives, negatives = item_emb[is_pos], item_emb[~is_pos]
     query = user_emb.repeat_interleave(pos_lengths, dim=0)
-    if in_batch_negative:
-        if bool((pos_lengths != 1).any()):
-            raise DataError(IN_BATCH_MULTI_POSITIVE)
-        return query @ positives.T
-    own = (query * positives).sum(dim=-1, keepdim=True)
     n_hard = 0 if hard_neg_indices is None else int(hard_neg_indices.shape[0])
     simple = negatives[: negatives.shape[0] - n_hard]
-    parts = [own, query @ simple.T]
-    if hard_neg_indices is not None and n_hard > 0:
-        hard = negatives[negatives.shape[0] - n_hard :]
-        idx = hard_neg_indices.to(query.device, torch.int64)
-        scores = (query.index_select(0, idx[:, 0]) * hard).sum(dim=-1)
-        dense = query.new_full((query.shape[0], int(idx[:, 1].max()) + 1), MASKED_SIMILARITY)
-        parts.append(dense.index_put((idx[:, 0], idx[:, 1]), scores))
-    return torch.cat(parts, dim=1)
+    hard = negatives[negatives.shape[0] - n_hard :]
+    return query, positives, simple, hard
+
+
+def next_item_pairs(
+    tokens: torch.Tensor,
+    offsets: torch.Tensor,
+    contextual_len: int,
+    history: torch.Tensor,
+    history_lengths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All-position pairs: history token t of every row and history item t + 1.
+
+    ``tokens`` (N, D) are the encoded rows (``contextual_len`` tokens, then the history);
+    ``history`` (sum_lengths, D) the history items' item-tower embeddings, oldest first.
+    Returns (queries, targets, row of each pair), one pair per history position but each
+    row's last (which predicts the candidates instead).
+    """
+    lengths = history_lengths.to(torch.int64).reshape(-1)
+    hist_offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+    rows, within = jagged_positions(hist_offsets, history.shape[0])
+    keep = within + 1 < lengths[rows]
+    flat = torch.nonzero(keep).reshape(-1)
+    token_idx = offsets.to(torch.int64)[rows[flat]] + contextual_len + within[flat]
+    return tokens.index_select(0, token_idx), history.index_select(0, flat + 1), rows[flat]
 
 
 class HSTUMatch(MatchModel):
@@ -361,6 +426,28 @@ class HSTUMatch(MatchModel):
             self.user_output = None
             self.item_output = None
         self.normalize = cfg.similarity == simi_pb2.COSINE
+        self.all_position_loss = bool(cfg.all_position_loss)
+        if self.all_position_loss:
+            self._check_all_position(cfg, user_group, item_in)
+
+    def _check_all_position(
+        self, cfg: Any, user_group: model_pb2.FeatureGroupConfig, item_in: int
+    ) -> None:
+        """Refuse all_position_loss where history tokens cannot line up with their next item."""
+        where = f"{FIELD}.all_position_loss"
+        uih_dim = self.embedding_group.sequence_dim(user_group.group_name)
+        if uih_dim != item_in:
+            raise ConfigError(
+                f"{where}: the history group '{user_group.group_name}' is {uih_dim} wide but "
+                f"the item tower's group {item_in}; history items are scored by the item "
+                "tower, so the two groups need the same features (shared embeddings)"
+            )
+        hstu = cfg.user_tower.hstu
+        if int(hstu.attn_truncation_split_layer) > 0:
+            raise ConfigError(
+                f"{where}: not supported with attn_truncation_split_layer (truncation drops "
+                "the history tokens it would train)"
+            )
 
     def user_embedding(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) user embeddings."""
@@ -377,6 +464,20 @@ class HSTUMatch(MatchModel):
         if weight is None or pos is None:
             return weight
         return weight.reshape(-1).repeat_interleave(pos.to(weight.device, torch.int64))
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """Softmax cross entropy; all-position queries take their row's sample weight."""
+        if QUERY_ROW not in predictions or not self._sample_weights:
+            return super().loss(predictions, batch)
+        sim = predictions["similarity"]
+        row_weight = super()._sample_weight(batch)
+        assert row_weight is not None
+        weight = row_weight.reshape(-1).index_select(0, predictions[QUERY_ROW])
+        target = self._target(sim)
+        return {
+            name: loss(sim, target, sample_weight=weight)
+            for name, loss in self._loss_modules.items()
+        }
 
     def export_towers(self) -> dict[str, nn.Module]:
         """``user_tower`` and ``item_tower`` (scalar view), reading ``embedding_group``."""
@@ -397,6 +498,8 @@ class HSTUMatch(MatchModel):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """User/item embeddings and the (Q, 1 + M + H) similarity / temperature (see above)."""
         grouped = self.user_tower.encoder.exact_timestamps(self.embedding_group(batch), batch)
+        if self.all_position_loss and self.training and not self._is_inference:
+            return self._predict_all_positions(grouped, batch)
         user_emb = self.user_embedding(grouped)
         if self._is_inference:  # serving view: users only (items export via the item tower)
             return {"user_emb": user_emb}
@@ -410,3 +513,53 @@ class HSTUMatch(MatchModel):
             self._in_batch_negative,
         )
         return {"similarity": sim / self._temperature, "user_emb": user_emb, "item_emb": item_emb}
+
+    def _predict_all_positions(
+        self, grouped: dict[str, torch.Tensor], batch: Batch
+    ) -> dict[str, torch.Tensor]:
+        """Training scores of ``all_position_loss``: last-position queries, then history ones.
+
+        Rows of ``similarity``: the upstream (Q, 1 + M + H) block first, then one row per
+        (history token t, item t + 1) pair scored against the same M simple negatives (hard
+        slots masked); with ``in_batch_negative`` the (P, P) scores of every query against
+        every query's target. ``query_row`` maps each row to its batch row.
+        """
+        last, tokens, offsets, contextual_len = self.user_tower.encode(grouped)
+        user_emb = _project(last, self.user_output, self.normalize)
+        item_emb = self.item_embedding(grouped)
+        pos_lengths = batch.additional_infos.get(CAND_POS_LENGTHS)
+        hard_idx = batch.additional_infos.get(HARD_NEG_INDICES)
+        lengths = grouped[sequence_length_key(self.item_tower.input)]
+        query, positives, simple, _ = split_candidates(
+            user_emb, item_emb, lengths, pos_lengths, hard_idx
+        )
+        encoder = self.user_tower.encoder
+        inputs, uih_lengths, _ = encoder.gather_inputs(grouped, check=False)
+        history = _project(self.item_tower.mlp_only(inputs[UIH]), self.item_output, self.normalize)
+        hist_q, hist_t, hist_rows = next_item_pairs(
+            tokens, offsets, contextual_len, history, uih_lengths
+        )
+        hist_q = _project(hist_q, self.user_output, self.normalize)
+        counts = lengths.to(torch.int64).reshape(-1) if pos_lengths is None else pos_lengths
+        last_rows = torch.arange(user_emb.shape[0], device=user_emb.device).repeat_interleave(
+            counts.to(user_emb.device, torch.int64)
+        )
+        rows = torch.cat([last_rows, hist_rows.to(last_rows.device)])
+        if self._in_batch_negative:
+            if query.shape[0] != user_emb.shape[0]:
+                raise DataError(IN_BATCH_MULTI_POSITIVE)
+            sim = torch.cat([query, hist_q]) @ torch.cat([positives, hist_t]).T
+        else:
+            head = candidate_similarity(user_emb, item_emb, lengths, pos_lengths, hard_idx)
+            own = (hist_q * hist_t).sum(dim=-1, keepdim=True)
+            tail = [own, hist_q @ simple.T]
+            pad = head.shape[1] - 1 - simple.shape[0]
+            if pad > 0:
+                tail.append(hist_q.new_full((hist_q.shape[0], pad), MASKED_SIMILARITY))
+            sim = torch.cat([head, torch.cat(tail, dim=1)])
+        return {
+            "similarity": sim / self._temperature,
+            "user_emb": user_emb,
+            "item_emb": item_emb,
+            QUERY_ROW: rows,
+        }

@@ -72,6 +72,7 @@ SUPPORTED_FIELDS = (
     "HSTUMatch.temperature",
     "HSTUMatch.in_batch_negative",
     "HSTUMatch.sequence_timestamp_is_ascending",
+    "HSTUMatch.all_position_loss",
     "HSTUUserTower.input",
     "HSTUUserTower.hstu",
     "HSTUUserTower.max_seq_len>0",

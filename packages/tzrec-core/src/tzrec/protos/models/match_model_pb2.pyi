@@ -25,7 +25,7 @@ class DSSM(_message.Message):
     def __init__(self, user_tower: _Optional[_Union[_tower_pb2.Tower, _Mapping]] = ..., item_tower: _Optional[_Union[_tower_pb2.Tower, _Mapping]] = ..., output_dim: _Optional[int] = ..., similarity: _Optional[_Union[_simi_pb2.Similarity, str]] = ..., temperature: _Optional[float] = ..., in_batch_negative: _Optional[bool] = ...) -> None: ...
 
 class HSTUMatch(_message.Message):
-    __slots__ = ("user_tower", "item_tower", "output_dim", "similarity", "temperature", "in_batch_negative", "sequence_timestamp_is_ascending")
+    __slots__ = ("user_tower", "item_tower", "output_dim", "similarity", "temperature", "in_batch_negative", "sequence_timestamp_is_ascending", "all_position_loss")
     USER_TOWER_FIELD_NUMBER: _ClassVar[int]
     ITEM_TOWER_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class HSTUMatch(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     IN_BATCH_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_TIMESTAMP_IS_ASCENDING_FIELD_NUMBER: _ClassVar[int]
+    ALL_POSITION_LOSS_FIELD_NUMBER: _ClassVar[int]
     user_tower: _tower_pb2.HSTUUserTower
     item_tower: _tower_pb2.Tower
     output_dim: int
@@ -40,7 +41,8 @@ class HSTUMatch(_message.Message):
     temperature: float
     in_batch_negative: bool
     sequence_timestamp_is_ascending: bool
-    def __init__(self, user_tower: _Optional[_Union[_tower_pb2.HSTUUserTower, _Mapping]] = ..., item_tower: _Optional[_Union[_tower_pb2.Tower, _Mapping]] = ..., output_dim: _Optional[int] = ..., similarity: _Optional[_Union[_simi_pb2.Similarity, str]] = ..., temperature: _Optional[float] = ..., in_batch_negative: _Optional[bool] = ..., sequence_timestamp_is_ascending: _Optional[bool] = ...) -> None: ...
+    all_position_loss: bool
+    def __init__(self, user_tower: _Optional[_Union[_tower_pb2.HSTUUserTower, _Mapping]] = ..., item_tower: _Optional[_Union[_tower_pb2.Tower, _Mapping]] = ..., output_dim: _Optional[int] = ..., similarity: _Optional[_Union[_simi_pb2.Similarity, str]] = ..., temperature: _Optional[float] = ..., in_batch_negative: _Optional[bool] = ..., sequence_timestamp_is_ascending: _Optional[bool] = ..., all_position_loss: _Optional[bool] = ...) -> None: ...
 
 class DSSMV2(_message.Message):
     __slots__ = ("user_tower", "item_tower", "output_dim", "similarity", "temperature", "in_batch_negative")
