@@ -234,16 +234,22 @@ def _window_layout(h: int, sla_k1: int, k2e: int, block: int, device: torch.devi
     nb = -(-h // block)
     p = min(k2e, h)
     w = sla_k1 - 1 + block if sla_k1 > 0 else 0
-    i = (torch.arange(nb, device=device) * block).view(-1, 1, 1) + torch.arange(
-        block, device=device
-    ).view(1, -1, 1)
+    r = torch.arange(block, device=device).view(-1, 1)
+    c = torch.arange(w, device=device).view(1, -1)
+    # away from the row's start and end every block has the same pattern: the whole prefix
+    # and the band i - sla_k1 < j <= i of its window
+    band = (c >= r) & (c <= r + sla_k1 - 1)
+    same = torch.cat([band.new_ones(block, p), band], dim=1)
+    visible = same.unsqueeze(0).expand(nb, block, p + w).clone()
+    first = min(nb, -(-(p + max(sla_k1 - 1, 0)) // block))
+    edge = torch.tensor(sorted({*range(first), nb - 1}), device=device)
+    i = (edge * block).view(-1, 1, 1) + r.view(1, -1, 1)
     jp = torch.arange(p, device=device).view(1, 1, -1)
     prefix = (jp <= i) & (i < h)
-    jw = (torch.arange(nb, device=device) * block - (sla_k1 - 1)).view(-1, 1, 1) + torch.arange(
-        w, device=device
-    ).view(1, 1, -1)
+    jw = (edge * block - (sla_k1 - 1)).view(-1, 1, 1) + c.view(1, 1, -1)
     window = (jw >= p) & (jw <= i) & ((i - jw) < sla_k1) & (i < h)
-    return nb, p, w, torch.cat([prefix.expand(nb, block, p), window], dim=2)
+    visible[edge] = torch.cat([prefix, window], dim=2)
+    return nb, p, w, visible
 
 
 def _gather_keys(t: torch.Tensor, p: int, w: int, nb: int, sla_k1: int, block: int):
