@@ -312,7 +312,10 @@ class BaseFeature:
             arr = self._fill_sequence_default(arr, default)
         if au.is_stringlike(t):
             seq = au.to_list_array(arr, self.sequence_delim)
-            items = pc.split_pattern(au.list_values(seq), self.multival_sep)
+            items = au.list_values(seq)
+            if pc.any(pc.match_substring(items, self.multival_sep)).as_py():
+                items = pc.split_pattern(items, self.multival_sep)
+            # else one value per item: stay flat (fast path)
         elif au.is_listlike(t):
             seq = au.to_list_array(arr, self.sequence_delim)
             inner = au.list_values(seq)

@@ -327,6 +327,14 @@ class IdFeature(BaseFeature):
             try:
                 ids, _ = self._encode(items, None)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                if au.is_stringlike(items.type):  # text items: name the rows of bad ones
+                    bad = au.invalid_number_mask(items, integer=True)
+                    raise au.BadRows(
+                        np.unique(item_rows()[bad]),
+                        self.input_name,
+                        self.name,
+                        "expected integer values",
+                    ) from None
                 raise au.BadRows(
                     np.unique(item_rows()), self.input_name, self.name, "expected integer ids"
                 ) from None

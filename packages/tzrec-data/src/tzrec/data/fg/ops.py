@@ -2,8 +2,8 @@
 
 Each operator takes per-row multi-value inputs (``list<string>`` arrays, one cell per batch
 row; a null cell is an empty input) and returns per-row outputs. Row-wise joins (a key looked
-up in its own row's map) are done by prefixing every key with its row number and matching
-the prefixed strings with ``pyarrow.compute.index_in``.
+up in its own row's map) code every key by its index among the map's distinct keys and
+match exact ``(row, code)`` integers with a sorted search.
 """
 
 from __future__ import annotations
@@ -41,19 +41,30 @@ def lists_from(values: pa.Array, rows: np.ndarray, n: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(off), values)
 
 
-def _keyed(rows: np.ndarray, keys: pa.Array) -> pa.Array:
-    """Row-prefixed keys: ``<row>``, the byte 0x1f, then ``<key>``."""
-    return pc.binary_join_element_wise(pa.array(rows).cast(pa.string()), keys, _ROW_SEP)
-
-
 def row_index_in(
     q_rows: np.ndarray, q_keys: pa.Array, m_rows: np.ndarray, m_keys: pa.Array
 ) -> np.ndarray:
-    """Position in the map entries of each query key in its own row (-1: not there)."""
+    """Position in the map entries of each query key in its own row (-1: not there).
+
+    Keys are coded by their index among the map's distinct keys, so ``(row, key)`` becomes
+    one exact int64 matched with a sorted search; a key repeated in one row's map matches
+    its first entry.
+    """
+    out = np.full(len(q_keys), -1, np.int64)
     if len(q_keys) == 0 or len(m_keys) == 0:
-        return np.full(len(q_keys), -1, np.int64)
-    pos = pc.index_in(_keyed(q_rows, q_keys), value_set=_keyed(m_rows, m_keys))
-    return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return out
+    uniq = pc.unique(m_keys)
+    width = np.int64(len(uniq) + 1)
+    m_code = pc.index_in(m_keys, value_set=uniq).to_numpy(zero_copy_only=False)
+    q_code = pc.index_in(q_keys, value_set=uniq).fill_null(-1).to_numpy(zero_copy_only=False)
+    m_comb = m_rows.astype(np.int64) * width + m_code.astype(np.int64)
+    comb, first = np.unique(m_comb, return_index=True)
+    known = q_code >= 0
+    q_comb = q_rows[known].astype(np.int64) * width + q_code[known].astype(np.int64)
+    pos = np.minimum(np.searchsorted(comb, q_comb), len(comb) - 1)
+    hit = comb[pos] == q_comb
+    out[np.nonzero(known)[0][hit]] = first[pos[hit]]
+    return out
 
 
 def product(parts: list[pa.ListArray], joiner: str = "_") -> pa.ListArray:
@@ -86,10 +97,14 @@ def parse_kv(lists: pa.ListArray, kv_sep: str = ":") -> tuple[np.ndarray, pa.Arr
     """
     rows = au.parent_rows(au.list_offsets(lists))
     items = au.list_values(lists)
-    # "k:v" + ":" splits once into ["k", "v:"]; "k" + ":" into ["k", ""]
-    parts = pc.split_pattern(pc.binary_join_element_wise(items, "", kv_sep), kv_sep, max_splits=1)
+    parts = pc.split_pattern(items, kv_sep, max_splits=1)
     keys = pc.list_element(parts, 0)
-    vals = pc.utf8_slice_codeunits(pc.list_element(parts, 1), 0, -len(kv_sep))
+    n_parts = pc.list_value_length(parts).fill_null(0).to_numpy(zero_copy_only=False)
+    first = au.list_offsets(parts)[:-1]
+    idx = pa.array(first + 1, mask=n_parts < 2)  # the value text, null without a separator
+    vals = (
+        au.list_values(parts).take(idx).fill_null("") if len(items) else pa.array([], pa.string())
+    )
     return rows, keys, vals
 
 
