@@ -204,3 +204,42 @@ def test_train_metrics_and_grouped_auc_are_per_task():
     model.update_metric(pred, batch)
     # label2 puts each row in its own group: no group has both classes
     assert set(model.compute_metric()) == {"auc_t1", "grouped_auc_t1", "auc_t2"}
+
+
+def test_xauc_grouped_xauc_read_y_and_normalized_entropy_reads_probs_per_task():
+    towers = [
+        tower_pb2.TaskTower(
+            tower_name="c",
+            label_name="label1",
+            losses=[BCE],
+            metrics=[metric_pb2.MetricConfig(normalized_entropy=metric_pb2.NormalizedEntropy())],
+        ),
+        tower_pb2.TaskTower(
+            tower_name="r",
+            label_name="label2",
+            losses=[loss_pb2.LossConfig(l2_loss=loss_pb2.L2Loss())],
+            metrics=[
+                metric_pb2.MetricConfig(xauc=metric_pb2.XAUC()),
+                metric_pb2.MetricConfig(grouped_xauc=metric_pb2.GroupedXAUC(grouping_key="group")),
+            ],
+        ),
+    ]
+    cfg = model_pb2.ModelConfig(
+        simple_multi_task=multi_task_rank_pb2.SimpleMultiTask(task_towers=towers)
+    )
+    model = _FixedOutputs(cfg, [], ["label1", "label2", "group"])
+    batch = Batch(
+        labels={
+            "label1": torch.tensor([0, 1]),
+            "label2": torch.tensor([1.0, 3.0]),  # y_r = [1.2, 1.3]: ordered as the label
+            "group": torch.tensor([7, 7]),
+        },
+        batch_size=2,
+    )
+    pred = model.predict(batch)
+    model.update_metric(pred, batch)
+    got = {k: float(v) for k, v in model.compute_metric().items()}
+    assert got["xauc_r"] == 1.0 and got["grouped_xauc_r"] == 1.0
+    p = torch.sigmoid(X)
+    ce = -(math.log(1 - p[0]) + math.log(p[1]))
+    assert got["normalized_entropy_c"] == pytest.approx(ce / (2 * math.log(2)), rel=1e-5)

@@ -44,9 +44,17 @@ from tzrec.protos import model_pb2, tower_pb2
 _SIGMOID_LOSSES = ("binary_cross_entropy", "binary_focal_loss")
 _SOFTMAX_LOSSES = ("softmax_cross_entropy", "jrc_loss")
 _REGRESSION_LOSSES = ("l2_loss",)
-_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error")
-_METRICS = ("auc", "multiclass_auc", "accuracy", "grouped_auc", *_REGRESSION_METRICS)
-_TRAIN_METRICS = ("auc", "accuracy", *_REGRESSION_METRICS)
+_REGRESSION_METRICS = ("mean_absolute_error", "mean_squared_error", "xauc", "grouped_xauc")
+_GROUPED_METRICS = ("grouped_auc", "grouped_xauc")
+_METRICS = (
+    "auc",
+    "multiclass_auc",
+    "accuracy",
+    "grouped_auc",
+    "normalized_entropy",
+    *_REGRESSION_METRICS,
+)
+_TRAIN_METRICS = ("auc", "accuracy", "mean_absolute_error", "mean_squared_error", "xauc")
 
 
 @dataclass
@@ -282,7 +290,7 @@ class MultiTaskRank(BaseModel):
     def _metric_prediction(self, at: str, task: Task, kind: str) -> str:
         if kind in _REGRESSION_METRICS:
             pred = f"y_{task.name}"
-        elif kind in ("auc", "grouped_auc"):
+        elif kind in ("auc", "grouped_auc", "normalized_entropy"):
             if task.num_class > 2:
                 raise ConfigError(f"{at}: {kind} needs num_class <= 2, got {task.num_class}")
             pred = f"probs_{task.name}" if task.num_class == 1 else f"probs1_{task.name}"
@@ -309,9 +317,9 @@ class MultiTaskRank(BaseModel):
                 kind, display, metric = create_metric(cfg, num_class=task.num_class)
             except ValueError as e:
                 raise ConfigError(f"{at}.metrics: {e}") from None
-            grouping = cfg.grouped_auc.grouping_key if kind == "grouped_auc" else ""
-            if kind == "grouped_auc" and not grouping:
-                raise ConfigError(f"{at}.metrics.grouped_auc.grouping_key is required")
+            grouping = getattr(cfg, kind).grouping_key if kind in _GROUPED_METRICS else ""
+            if kind in _GROUPED_METRICS and not grouping:
+                raise ConfigError(f"{at}.metrics.{kind}.grouping_key is required")
             display = f"{display}_{task.name}"
             key = metric_key(display)
             if key in self._metric_modules:
@@ -422,7 +430,7 @@ class MultiTaskRank(BaseModel):
             for entry in task.metrics:
                 metric = self._metric_modules[entry.key]
                 if entry.grouping_key:
-                    group = self.row_values(batch, entry.grouping_key, "grouped_auc.grouping_key")
+                    group = self.row_values(batch, entry.grouping_key, f"{entry.kind}.grouping_key")
                     metric.update(predictions[entry.prediction], label, group)
                 else:
                     metric.update(predictions[entry.prediction], label)
