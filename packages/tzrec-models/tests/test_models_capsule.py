@@ -171,3 +171,28 @@ def test_bad_config_is_one_line():
         CapsuleLayer(config(routing_init_method="uniform"), 4)
     with pytest.raises(ConfigError, match="capsule_config.num_iters: must be > 0"):
         CapsuleLayer(config(num_iters=0), 4)
+
+
+def test_the_layer_traces_and_exports_with_a_dynamic_sequence_length():
+    torch.manual_seed(5)
+    layer = CapsuleLayer(config(max_k=3), 4).eval()
+
+    class Interests(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x, n):
+            return self.layer(x, n)[0]
+
+    module = Interests()
+    x, n = torch.randn(5, 4, 4), torch.tensor([4, 3, 1, 0, 2])
+    dims = ({0: torch.export.Dim("B"), 1: torch.export.Dim("L")}, {0: torch.export.Dim("B")})
+    exported = torch.export.export(module, (x, n), dynamic_shapes=dims, strict=False)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, (x, n))
+    for rows, length in [(3, 9), (2, 6), (4, 2)]:  # longer than, equal to, shorter than M
+        x2, n2 = torch.randn(rows, length, 4), torch.randint(0, length + 1, (rows,))
+        want = module(x2, n2)
+        assert torch.allclose(exported.module()(x2, n2), want, atol=1e-6)
+        assert torch.allclose(traced(x2, n2), want, atol=1e-6)

@@ -115,10 +115,12 @@ class CapsuleLayer(nn.Module):
         return logits * self.routing_logits_stddev
 
     def fit_length(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(B, M, Dl)``: the first M positions of ``inputs``, zero-padded (trace-safe)."""
-        head = inputs[:, : self.max_seq_len, :]
-        padding = inputs.new_zeros(inputs.size(0), self.max_seq_len, inputs.size(2))
-        return torch.cat([head, padding[:, head.size(1) :, :]], dim=1)
+        """``(B, M, Dl)``: the first M positions of ``inputs``, zero-padded.
+
+        Padding by M before cutting holds for any length L without a branch or a guard on
+        L vs M, so the layer traces and ``torch.export``s with a dynamic L.
+        """
+        return F.pad(inputs, (0, 0, 0, self.max_seq_len))[:, : self.max_seq_len, :]
 
     def dynamic_routing(
         self,
