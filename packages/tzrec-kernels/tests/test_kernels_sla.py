@@ -160,3 +160,24 @@ def test_bad_arguments_are_refused():
         sla_hstu_mha(0, 1.0, q, k, v, offsets, 2, 0)
     with pytest.raises(ValueError, match="expects q, k"):
         sla_hstu_mha(4, 1.0, q, k[:, :1], v, offsets, 2, 0)
+
+
+def test_torch_export_records_the_sla_op_for_any_lengths():
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v, offsets, targets):
+            return sla_hstu_mha(64, 0.5, q, k, v, offsets, 4, 2, targets, contextual_seq_len=1)
+
+    def inputs(lengths, seed):
+        torch.manual_seed(seed)
+        q, k, v, offsets = (t.detach() if t.requires_grad else t for t in _inputs(lengths, 2, 4, 4))
+        return q, k, v, offsets, torch.tensor([min(2, n) for n in lengths])
+
+    total, batch = torch.export.Dim("total", min=2), torch.export.Dim("batch", min=1)
+    shapes = ({0: total}, {0: total}, {0: total}, {0: batch + 1}, {0: batch})
+    program = torch.export.export(
+        Attention(), inputs([9, 5], 0), dynamic_shapes=shapes, strict=False
+    )
+    assert "tzrec.sla_hstu_mha_fwd" in str(program.graph)
+    for lengths in ([9, 5], [20, 0, 3], [1, 1]):
+        args = inputs(lengths, 1)
+        torch.testing.assert_close(program.module()(*args), Attention()(*args))
