@@ -109,9 +109,11 @@ def test_unknown_name_with_known_provider_says_what_to_install(monkeypatch):
 
 def test_name_missing_from_an_installed_provider_says_it_is_not_implemented():
     with pytest.raises(PluginError) as err:
-        plugins.get("models", "tdm", provided_by="tzrec-models")
+        plugins.get("models", "sid_rqvae", provided_by="tzrec-models")
     msg = str(err.value)
-    assert msg.startswith("model 'tdm' is not implemented by the installed tzrec-models 0.1.0")
+    assert msg.startswith(
+        "model 'sid_rqvae' is not implemented by the installed tzrec-models 0.1.0"
+    )
     assert "dssm" in msg
 
 

@@ -75,7 +75,8 @@ def test_provided_by_names_the_implementing_distribution():
     assert provided_by(mc, "hstu_match") == "tzrec-hstu"
     assert provided_by(mc, "dssm") == "tzrec-models"
     assert provided_by(data_pb2.DataConfig(), "negative_sampler") == "tzrec-data"
-    assert provided_by(mc, "tdm") is None
+    assert provided_by(mc, "tdm") == "tzrec-tdm"
+    assert provided_by(mc, "sid_rqvae") is None  # no distribution implements it
     assert provided_by(mc, "no_such_field") is None
     assert plugin_pb2.provided_by.number == 51000
 

@@ -160,10 +160,21 @@ def test_train_metrics_follow_the_decay_formula_and_reach_log_and_tensorboard(
     assert mae[4] == pytest.approx(expected[1]["mean_absolute_error"], rel=1e-5)
 
 
-def test_unimplemented_train_metric_field_is_still_refused(tmp_path):
-    config = _config(str(tmp_path / "x.parquet"), tmp_path, "train_metrics { xauc {} }")
-    with pytest.raises(ConfigError, match=r"train_metrics.*xauc.*not supported by tzrec-models"):
-        validate_pipeline_config(config)
+def test_train_metric_xauc_is_declared_and_reads_y(data_path, tmp_path):
+    from tzrec.core import build
+    from tzrec.models.metrics.xauc import xauc
+
+    config = _config(data_path, tmp_path, "train_metrics { xauc {} decay_rate: 0 decay_step: 1 }")
+    validate_pipeline_config(config)
+    features = build.create_features(config)
+    dataset = build.build_dataset(config, features, data_path, "eval")
+    model = build.build_model(config, dataset.features)
+    batch = next(iter(dataset))
+    with torch.no_grad():
+        predictions = model.predict(batch)
+    model.update_train_metric(predictions, batch)
+    got = float(model.compute_train_metric()["xauc"])
+    assert got == pytest.approx(float(xauc(predictions["y"], batch.labels["clk"])), abs=1e-6)
 
 
 def test_train_metric_kind_outside_the_model_is_one_line(data_path, tmp_path):
