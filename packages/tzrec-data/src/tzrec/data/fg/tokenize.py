@@ -17,13 +17,20 @@ need pyfg's built-in dictionaries and are refused in one line, as is an empty
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tokenizers import Tokenizer
+
+# Reader workers are forked processes; the library's thread pool does not survive a fork
+# once used (a worker can crash), and the readers already parallelise across workers.
+# A user who sets TOKENIZERS_PARALLELISM keeps their value.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tokenizers import Tokenizer  # noqa: E402
 
 from tzrec.core.errors import ConfigError, DataError
 from tzrec.data.arrow_utils import combine, decode
