@@ -255,7 +255,7 @@ def test_saved_state_grows_with_row_lengths_not_max_len():
     from tzrec.kernels.attention import _JaggedHSTUAttention
 
     q, k, v, offsets = _inputs([3, 1], heads=1)
-    out = hstu_mha(1024, 1.0, q, k, v, offsets, plan="jagged")
+    out = hstu_mha(1024, 1.0, q, k, v, offsets)
     fn = out.grad_fn
     assert type(fn).__name__ == _JaggedHSTUAttention.__name__ + "Backward"
     saved = sum(s.numel() for *_, s, _ in fn.saved_blocks)
@@ -327,37 +327,3 @@ def test_scripted_attention_pads_even_batches_and_loops_over_uneven_ones(lengths
     )
     got = scripted_jagged_hstu_mha(16, 0.5, q, k, v, offsets, causal, targets, 4, 1)
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize(
-    "lengths", [[27, 3, 5, 13, 9, 1, 20, 13], [12, 12, 12, 12], [200, 3, 4, 150, 2, 0]]
-)
-@pytest.mark.parametrize("plan", [None, "padded", "jagged"])
-def test_padded_jagged_and_bucketed_plans_match_the_reference(lengths, plan, assert_matches):
-    """Every plan (cost-model buckets, all padded, all jagged) equals the padded reference."""
-    torch.manual_seed(1)
-    q, k, v, offsets = _inputs(lengths, dtype=torch.float64)
-    targets = torch.tensor([min(n, 2) for n in lengths])
-    kw = dict(num_targets=targets, max_attn_len=4, contextual_seq_len=3)
-    assert_matches(
-        lambda: hstu_mha(256, 0.4, q, k, v, offsets, plan=plan, **kw),
-        lambda: padded_hstu_mha(256, 0.4, q, k, v, offsets, **kw),
-        (q, k, v),
-        atol=1e-10,
-        rtol=1e-8,
-    )
-
-
-def test_cost_model_pads_short_rows_and_runs_long_rows_jagged():
-    """Short rows run in padded length buckets; a long row among short ones runs jagged."""
-    from tzrec.kernels.attention_plan import plan_cost, score_weight
-
-    w = score_weight(2, 16, 16)
-    example = [13, 27, 5, 9, 20, 13, 1, 17] * 8  # HSTUMatch-like batch: B=64, max 27
-    _, segments = plan_cost(example, 3, 0, True, w)
-    # rows up to 13 and rows 17..27 pad to their own bucket's longest row, none run jagged
-    assert [kind for kind, _ in segments] == ["padded", "padded"]
-    assert sorted(r for _, rows in segments for r in rows) == list(range(64))
-    assert max(example[r] for r in segments[0][1]) == 13
-    _, segments = plan_cost([2048, 4, 5, 6], 0, 0, True, w)
-    assert segments == [("padded", [1, 2, 3]), ("jagged", [0])]
